@@ -1,0 +1,116 @@
+"""Shared write path of every asset: validate against the table's Pandera contract, then MERGE.
+
+A frame that breaks its contract is not written; the asset reports a failed **blocking** check so
+downstream assets of that partition do not run on bad data.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import dagster as dg
+import pandas as pd
+import pandera.pandas as pa
+import pyarrow
+
+from callintel_dagster.resources.lakehouse import Lakehouse
+from callintel_dagster.schemas import QuarantinedCalls, arrow_schema
+
+SCHEMA_CHECK = "schema_contract"
+
+
+def schema_check_spec(asset: str, description: str | None = None) -> dg.AssetCheckSpec:
+    return dg.AssetCheckSpec(
+        SCHEMA_CHECK,
+        asset=asset,
+        blocking=True,
+        description=description or f"`{asset}` rows match their Pandera contract in callintel_dagster/schemas.py.",
+    )
+
+
+def partition_date(context: dg.AssetExecutionContext) -> dt.date:
+    return dt.date.fromisoformat(context.partition_key)
+
+
+AUDIT_COLUMNS = ("call_date", "run_id")
+
+
+def rows_frame(model: type[pa.DataFrameModel], rows: list[dict]) -> pd.DataFrame:
+    """`rows` as a frame with the contract's columns (minus the audit columns added at write time)."""
+    columns = [c for c in model.to_schema().columns if c not in AUDIT_COLUMNS]
+    return pd.DataFrame(rows, columns=columns)
+
+
+def with_audit_columns(frame: pd.DataFrame, call_date: dt.date, run_id: str) -> pd.DataFrame:
+    frame = frame.copy()
+    frame["call_date"] = call_date
+    frame["run_id"] = run_id
+    return frame
+
+
+def validate_and_merge(
+    lakehouse: Lakehouse,
+    *,
+    asset: str,
+    model: type[pa.DataFrameModel],
+    frame: pd.DataFrame,
+    keys: list[str],
+    call_date: dt.date,
+    table: str | None = None,
+    scope: dict[str, str] | None = None,
+) -> tuple[dg.AssetCheckResult, dict]:
+    """Validate `frame` with `model`; write it only when valid. Returns the check and write metadata."""
+    table = table or asset
+    columns = list(model.to_schema().columns)
+    try:
+        valid = model.validate(frame, lazy=True)
+    except pa.errors.SchemaErrors as exc:
+        cases = exc.failure_cases[["column", "check", "failure_case", "index"]].head(20)
+        check = dg.AssetCheckResult(
+            check_name=SCHEMA_CHECK,
+            asset_key=asset,
+            passed=False,
+            severity=dg.AssetCheckSeverity.ERROR,
+            metadata={
+                "failure_count": len(exc.failure_cases),
+                "failure_cases": dg.MetadataValue.md(cases.astype(str).to_markdown(index=False)),
+            },
+            description=f"{len(exc.failure_cases)} contract violations; nothing was written to `{table}`.",
+        )
+        return check, {"written": False, "table": table}
+    arrow = pyarrow.Table.from_pandas(valid[columns], schema=arrow_schema(model), preserve_index=False)
+    metrics = lakehouse.merge_partition(table, arrow, keys, call_date, scope=scope)
+    check = dg.AssetCheckResult(
+        check_name=SCHEMA_CHECK, asset_key=asset, passed=True, metadata={"rows_checked": len(valid)}
+    )
+    return check, {
+        "written": True,
+        "table": table,
+        "table_uri": dg.MetadataValue.path(lakehouse.table_uri(table)),
+        "dagster/row_count": len(valid),
+        **{k: v for k, v in metrics.items()},
+    }
+
+
+def write_quarantine(
+    lakehouse: Lakehouse,
+    context: dg.AssetExecutionContext,
+    *,
+    stage: str,
+    call_date: dt.date,
+    rows: list[dict],
+) -> int:
+    """Replace `stage`'s quarantine rows for the partition: a re-run that now succeeds clears them."""
+    now = pd.Timestamp.now(tz="UTC")
+    frame = pd.DataFrame(
+        [{**row, "stage": stage, "quarantined_at": now} for row in rows],
+        columns=["call_id", "blob_key", "blob_version", "reason", "stage", "quarantined_at"],
+    )
+    frame = with_audit_columns(frame, call_date, context.run_id)
+    for row in rows:
+        context.log.warning(f"[{stage}] quarantined call {row['call_id']} ({row['blob_key']}): {row['reason']}")
+    columns = list(QuarantinedCalls.to_schema().columns)
+    valid = QuarantinedCalls.validate(frame[columns], lazy=True)
+    arrow = pyarrow.Table.from_pandas(valid, schema=arrow_schema(QuarantinedCalls), preserve_index=False)
+    lakehouse.merge_partition("quarantined_calls", arrow, ["call_id", "stage"], call_date, scope={"stage": stage})
+    return len(rows)

@@ -1,0 +1,133 @@
+"""Delta tables: `deltalake` (delta-rs) on a folder or object-store URI by default.
+
+Every table is partitioned by `call_date` (a DATE column) and written by MERGE on its key, scoped to
+one partition: rows of the partition that the new run no longer produces are deleted, matched rows
+are updated, new rows inserted. A re-run of a partition therefore replaces exactly that partition's
+rows and never touches another date.
+"""
+
+from __future__ import annotations
+
+import abc
+import datetime as dt
+import time
+from pathlib import Path
+
+import dagster as dg
+import pandas as pd
+import pyarrow as pa
+from deltalake import DeltaTable, write_deltalake
+from deltalake.exceptions import CommitFailedError, TableNotFoundError
+from pydantic import Field, PrivateAttr
+
+PARTITION_COLUMN = "call_date"
+
+
+def _sql_literal(value: object) -> str:
+    if isinstance(value, dt.date):
+        return f"CAST('{value.isoformat()}' AS DATE)"
+    text = str(value).replace("'", "''")
+    return f"'{text}'"
+
+
+class Lakehouse(dg.ConfigurableResource, abc.ABC):
+    """Table storage the assets write to and read from."""
+
+    @abc.abstractmethod
+    def merge_partition(
+        self,
+        table: str,
+        frame: pa.Table,
+        keys: list[str],
+        call_date: dt.date,
+        scope: dict[str, str] | None = None,
+    ) -> dict[str, int]:
+        """MERGE `frame` into `table`, replacing the rows of `call_date` (and of `scope`, when given)."""
+
+    @abc.abstractmethod
+    def read(self, table: str, call_dates: list[dt.date] | None = None) -> pd.DataFrame:
+        """Rows of `table` (of the given dates only, when given); empty frame if the table is absent."""
+
+    @abc.abstractmethod
+    def table_uri(self, table: str) -> str: ...
+
+    @abc.abstractmethod
+    def tables(self) -> list[str]: ...
+
+
+class DeltaLakehouse(Lakehouse):
+    """Delta tables under `root` (a local folder, or `s3://` / `abfss://` with storage options)."""
+
+    root: str = Field(default="data/lakehouse", description="Folder or URI that holds one sub-folder per Delta table.")
+    storage_options: dict[str, str] = Field(
+        default_factory=dict, description="delta-rs object-store options (credentials via EnvVar)."
+    )
+    commit_retries: int = Field(default=5, description="Retries when a concurrent writer wins the commit race.")
+    _is_local: bool = PrivateAttr(default=True)
+
+    def setup_for_execution(self, context: dg.InitResourceContext) -> None:
+        self._is_local = "://" not in self.root
+
+    def table_uri(self, table: str) -> str:
+        if "://" in self.root:
+            return f"{self.root.rstrip('/')}/{table}"
+        return str(Path(self.root).resolve() / table)
+
+    def tables(self) -> list[str]:
+        if "://" in self.root:
+            raise NotImplementedError("listing tables is only supported for a local lakehouse root")
+        root = Path(self.root)
+        return sorted(p.name for p in root.iterdir() if (p / "_delta_log").is_dir()) if root.is_dir() else []
+
+    def _open(self, table: str) -> DeltaTable | None:
+        try:
+            return DeltaTable(self.table_uri(table), storage_options=self.storage_options or None)
+        except TableNotFoundError:
+            return None
+
+    def merge_partition(self, table, frame, keys, call_date, scope=None):
+        if PARTITION_COLUMN not in frame.column_names:
+            raise ValueError(f"table {table!r}: frame lacks the partition column {PARTITION_COLUMN!r}")
+        uri = self.table_uri(table)
+        for attempt in range(self.commit_retries + 1):
+            try:
+                target = self._open(table)
+                if target is None:
+                    write_deltalake(
+                        uri, frame, partition_by=[PARTITION_COLUMN], mode="append",
+                        storage_options=self.storage_options or None,
+                    )
+                    return {"num_target_rows_inserted": frame.num_rows, "num_target_rows_deleted": 0, "num_target_rows_updated": 0}
+                join = " AND ".join(f"t.{k} = s.{k}" for k in [PARTITION_COLUMN, *keys])
+                stale = [f"t.{PARTITION_COLUMN} = {_sql_literal(call_date)}"]
+                stale += [f"t.{col} = {_sql_literal(val)}" for col, val in (scope or {}).items()]
+                metrics = (
+                    target.merge(frame, predicate=join, source_alias="s", target_alias="t")
+                    .when_matched_update_all()
+                    .when_not_matched_insert_all()
+                    .when_not_matched_by_source_delete(" AND ".join(stale))
+                    .execute()
+                )
+                return {k: int(v) for k, v in metrics.items() if k.startswith("num_target_rows")}
+            except CommitFailedError:
+                if attempt == self.commit_retries:
+                    raise
+                time.sleep(0.2 * (2**attempt))
+        raise AssertionError("unreachable")
+
+    def read(self, table, call_dates=None):
+        target = self._open(table)
+        if target is None:
+            return pd.DataFrame()
+        filters = None
+        if call_dates:
+            filters = [(PARTITION_COLUMN, "in", [d.isoformat() for d in call_dates])]
+        frame = target.to_pyarrow_table(filters=filters) if filters else target.to_pyarrow_table()
+        return frame.to_pandas()
+
+    def delete_rows(self, table: str, predicate: str) -> int:
+        """Delete rows matching a SQL predicate (used by the forget-call job); returns rows deleted."""
+        target = self._open(table)
+        if target is None:
+            return 0
+        return int(target.delete(predicate).get("num_deleted_rows", 0))

@@ -1,0 +1,112 @@
+"""Table contracts: one Pandera model per Delta table.
+
+Each asset validates its frame against its model before writing (a blocking asset check), and the
+Delta/Arrow schema is derived from the same model, so the contract and the storage never drift.
+"""
+
+from __future__ import annotations
+
+import pandas as pd
+import pandera.pandas as pa
+import pyarrow
+from pandera.engines import pandas_engine
+from pandera.typing import Series
+
+CALL_STATUSES = ["ok", "quarantined"]
+SEGMENT_KINDS = ["speech", "silence"]
+
+
+class _Table(pa.DataFrameModel):
+    """Columns every table shares: the call, its partition and the run that wrote it (audit)."""
+
+    call_id: Series[str] = pa.Field(str_length={"min_value": 8})
+    call_date: Series[pandas_engine.Date] = pa.Field()
+    run_id: Series[str] = pa.Field()
+
+    class Config:
+        strict = True
+        coerce = True
+
+
+class RawCallAudio(_Table):
+    """`raw_call_audio`: the partition's recordings as found in the blob store."""
+
+    blob_key: Series[str] = pa.Field()
+    blob_version: Series[str] = pa.Field()
+    agent_id: Series[str] = pa.Field(nullable=True)
+    size_bytes: Series[int] = pa.Field(ge=0)
+    checksum_sha256: Series[str] = pa.Field(str_length={"min_value": 64, "max_value": 64})
+    duration_s: Series[float] = pa.Field(nullable=True, ge=0)
+    sample_rate: Series[pd.Int64Dtype] = pa.Field(nullable=True, ge=0)
+    channels: Series[pd.Int64Dtype] = pa.Field(nullable=True, ge=0)
+    codec: Series[str] = pa.Field(nullable=True)
+    status: Series[str] = pa.Field(isin=CALL_STATUSES)
+    error: Series[str] = pa.Field(nullable=True)
+    ingested_at: Series[pd.DatetimeTZDtype(tz="UTC")] = pa.Field()
+
+    @pa.dataframe_check(error="a quarantined recording must carry an error, an ok one none")
+    def error_iff_quarantined(cls, df: pd.DataFrame) -> Series[bool]:
+        return (df["status"] == "quarantined") == df["error"].notna()
+
+
+class ValidSegments(_Table):
+    """`valid_segments`: speech regions (silero-vad) and the silences between them, in time order."""
+
+    segment_index: Series[int] = pa.Field(ge=0)
+    kind: Series[str] = pa.Field(isin=SEGMENT_KINDS)
+    start_s: Series[float] = pa.Field(ge=0)
+    end_s: Series[float] = pa.Field(ge=0)
+    duration_s: Series[float] = pa.Field(gt=0)
+    flagged: Series[bool] = pa.Field()
+
+    @pa.dataframe_check(error="segment end must not precede its start")
+    def ordered(cls, df: pd.DataFrame) -> Series[bool]:
+        return df["end_s"] >= df["start_s"]
+
+
+class SpeechActivity(_Table):
+    """`speech_activity`: per-call speech ratio and non-talk time."""
+
+    duration_s: Series[float] = pa.Field(gt=0)
+    speech_s: Series[float] = pa.Field(ge=0)
+    speech_ratio: Series[float] = pa.Field(ge=0, le=1)
+    non_talk_s: Series[float] = pa.Field(ge=0)
+    longest_silence_s: Series[float] = pa.Field(ge=0)
+    n_speech_segments: Series[int] = pa.Field(gt=0)
+    n_flagged_silences: Series[int] = pa.Field(ge=0)
+
+
+class QuarantinedCalls(_Table):
+    """`quarantined_calls`: every call a stage could not process, with the reason."""
+
+    stage: Series[str] = pa.Field()
+    blob_key: Series[str] = pa.Field()
+    blob_version: Series[str] = pa.Field()
+    reason: Series[str] = pa.Field(str_length={"min_value": 1})
+    quarantined_at: Series[pd.DatetimeTZDtype(tz="UTC")] = pa.Field()
+
+
+_ARROW_TYPES = {
+    "str": pyarrow.string(),
+    "int64": pyarrow.int64(),
+    "Int64": pyarrow.int64(),
+    "float64": pyarrow.float64(),
+    "bool": pyarrow.bool_(),
+    "date": pyarrow.date32(),
+    "datetime64[ns, UTC]": pyarrow.timestamp("us", tz="UTC"),
+}
+
+
+def arrow_schema(model: type[pa.DataFrameModel]) -> pyarrow.Schema:
+    """The Delta table schema of `model` (column order and nullability from the contract)."""
+    fields = []
+    for name, column in model.to_schema().columns.items():
+        dtype = str(column.dtype)
+        if dtype not in _ARROW_TYPES:
+            raise TypeError(f"{model.__name__}.{name}: no Delta type for pandera dtype {dtype!r}")
+        fields.append(pyarrow.field(name, _ARROW_TYPES[dtype], nullable=bool(column.nullable)))
+    return pyarrow.schema(fields)
+
+
+def empty_frame(model: type[pa.DataFrameModel]) -> pd.DataFrame:
+    return pd.DataFrame({name: pd.Series(dtype="object") for name in model.to_schema().columns})
