@@ -1,0 +1,116 @@
+"""Decoding of many formats, and silero-vad on the real sample call against its RTTM reference."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile
+
+from callintel_dagster.demo_data import sample_call_path
+from callintel_dagster.engines.audio import SAMPLE_RATE, AudioDecodeError, decode_audio, probe_audio
+from callintel_dagster.engines.ingest import agent_id_for, call_id_for, inventory_recording
+from callintel_dagster.engines.vad import VadConfig, segment_table, speech_segments, speech_stats
+
+
+def _rttm_speech(path: Path) -> list[tuple[float, float]]:
+    spans = []
+    for line in path.read_text().splitlines():
+        fields = line.split()
+        start, duration = float(fields[3]), float(fields[4])
+        spans.append((start, start + duration))
+    return spans
+
+
+def _covered(reference: list[tuple[float, float]], hypothesis: list[tuple[float, float]], step: float = 0.01) -> float:
+    grid = np.arange(0, max(e for _, e in reference), step)
+    ref = np.zeros_like(grid, dtype=bool)
+    hyp = np.zeros_like(grid, dtype=bool)
+    for s, e in reference:
+        ref |= (grid >= s) & (grid < e)
+    for s, e in hypothesis:
+        hyp |= (grid >= s) & (grid < e)
+    return float((ref & hyp).sum() / ref.sum())
+
+
+@pytest.fixture(scope="module")
+def sample_audio() -> np.ndarray:
+    return decode_audio(sample_call_path())
+
+
+def test_sample_call_decodes_to_16k_mono(sample_audio):
+    assert sample_audio.dtype == np.float32
+    assert sample_audio.ndim == 1
+    assert abs(sample_audio.size / SAMPLE_RATE - probe_audio(sample_call_path()).duration_s) < 0.05
+
+
+def test_vad_covers_reference_speech_and_flags_leading_silence(sample_audio):
+    segments = speech_segments(sample_audio)
+    reference = _rttm_speech(sample_call_path().with_suffix(".rttm"))
+    assert _covered(reference, segments) >= 0.90
+    table = segment_table(segments, sample_audio.size / SAMPLE_RATE)
+    silences = table[table["kind"] == "silence"]
+    # The call opens with ~6.7 s of ringing/silence before "Hello?" (RTTM's first turn).
+    assert silences.iloc[0]["start_s"] == 0.0 and silences.iloc[0]["end_s"] > 5.0
+    assert bool(silences.iloc[0]["flagged"])
+    stats = speech_stats(table, sample_audio.size / SAMPLE_RATE)
+    assert 0.6 < stats["speech_ratio"] < 0.9
+    assert stats["non_talk_s"] == pytest.approx(stats["duration_s"] - stats["speech_s"])
+
+
+def test_segment_table_alternates_and_tiles_the_call():
+    table = segment_table([(1.0, 2.0), (2.5, 4.0)], 5.0, VadConfig(min_flagged_silence_s=0.9))
+    assert list(table["kind"]) == ["silence", "speech", "silence", "speech", "silence"]
+    assert table["duration_s"].sum() == pytest.approx(5.0)
+    assert list(table["flagged"]) == [True, False, False, False, True]
+
+
+def test_silence_has_no_speech():
+    assert speech_segments(np.zeros(SAMPLE_RATE * 3, dtype=np.float32)) == []
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["-r", "44100", "-c", "2"],  # CD-quality stereo
+        ["-r", "8000", "-c", "1", "-e", "u-law"],  # telephone µ-law
+        ["-r", "48000", "-c", "2", "-b", "24"],
+    ],
+)
+def test_common_formats_decode_to_the_same_speech(tmp_path, sample_audio, args):
+    target = tmp_path / "converted.wav"
+    subprocess.run(["sox", str(sample_call_path()), *args, str(target)], check=True)
+    audio = decode_audio(target)
+    assert abs(audio.size - sample_audio.size) < SAMPLE_RATE * 0.05
+    assert len(speech_segments(audio)) >= 1
+
+
+def test_flac_and_long_file_limit(tmp_path, sample_audio):
+    target = tmp_path / "call.flac"
+    soundfile.write(target, sample_audio, SAMPLE_RATE)
+    assert decode_audio(target).size == sample_audio.size
+    with pytest.raises(AudioDecodeError, match="longer than the configured maximum"):
+        decode_audio(target, max_duration_s=5)
+
+
+def test_inventory_quarantines_bad_files_with_reasons(tmp_path):
+    empty = tmp_path / "empty.wav"
+    empty.write_bytes(b"")
+    junk = tmp_path / "junk.wav"
+    junk.write_bytes(b"RIFF\x00\x00not really a wave file" * 10)
+    for path, reason in [(empty, "empty"), (junk, "not decodable")]:
+        row = inventory_recording(path, f"2026-11-24/{path.name}", max_bytes=10**9, max_duration_s=3600)
+        assert row["status"] == "quarantined" and reason in row["error"] and path.name in row["error"]
+    ok = inventory_recording(sample_call_path(), "2026-11-24/x__s.wav", max_bytes=10**9, max_duration_s=3600)
+    assert ok["status"] == "ok" and ok["sample_rate"] == 16000 and ok["channels"] == 1
+    too_long = inventory_recording(sample_call_path(), "2026-11-24/x__s.wav", max_bytes=10**9, max_duration_s=10)
+    assert too_long["status"] == "quarantined" and "exceeds" in too_long["error"]
+
+
+def test_call_id_is_stable_and_agent_comes_from_the_name():
+    assert call_id_for("2026-11-24/a__b.wav") == call_id_for("2026-11-24/a__b.wav")
+    assert call_id_for("2026-11-24/a__b.wav") != call_id_for("2026-11-25/a__b.wav")
+    assert agent_id_for("2026-11-24/agent-7__call.wav") == "agent-7"
+    assert agent_id_for("2026-11-24/call.wav") is None
