@@ -39,8 +39,7 @@ def run_demo(data_dir: Path) -> int:
     home = prepare_home(data_dir)
     blob_root = data_dir / "blobs"
     lakehouse_root = data_dir / "lakehouse"
-    os.environ.setdefault("CALLINTEL_BLOB_ROOT", str(blob_root))
-    os.environ.setdefault("CALLINTEL_LAKEHOUSE_ROOT", str(lakehouse_root))
+    os.environ["CALLINTEL_DATA_ROOT"] = str(data_dir)
     prepare_demo_blobs(blob_root)
 
     import dagster as dg

@@ -14,6 +14,7 @@ from pandera.typing import Series
 
 CALL_STATUSES = ["ok", "quarantined"]
 SEGMENT_KINDS = ["speech", "silence"]
+ROLES = ["agent", "customer"]
 
 
 class _Table(pa.DataFrameModel):
@@ -86,12 +87,116 @@ class QuarantinedCalls(_Table):
     quarantined_at: Series[pd.DatetimeTZDtype(tz="UTC")] = pa.Field()
 
 
+class Transcripts(_Table):
+    """`transcripts`: speaker-aligned turns (Whisper words grouped by diarized speaker)."""
+
+    turn_index: Series[int] = pa.Field(ge=0)
+    speaker: Series[str] = pa.Field()
+    role: Series[str] = pa.Field(isin=ROLES)
+    start_s: Series[float] = pa.Field(ge=0)
+    end_s: Series[float] = pa.Field(ge=0)
+    text: Series[str] = pa.Field()
+    confidence: Series[float] = pa.Field(ge=0, le=1)
+    n_words: Series[int] = pa.Field(gt=0)
+    phi_kinds: Series[str] = pa.Field(description="JSON list of the PHI kinds found in the turn")
+
+    @pa.dataframe_check(error="turn end must not precede its start")
+    def ordered(cls, df: pd.DataFrame) -> Series[bool]:
+        return df["end_s"] >= df["start_s"]
+
+
+class ConversationMetrics(_Table):
+    """`conversation_metrics`: per-call talk time, non-talk time, overlap, interruptions, pace."""
+
+    duration_s: Series[float] = pa.Field(gt=0)
+    n_speakers: Series[int] = pa.Field(ge=0)
+    talk_time_agent_s: Series[float] = pa.Field(ge=0)
+    talk_time_customer_s: Series[float] = pa.Field(ge=0)
+    non_talk_time_s: Series[float] = pa.Field(ge=0)
+    overlap_s: Series[float] = pa.Field(ge=0)
+    interruptions: Series[int] = pa.Field(ge=0)
+    words_per_minute_agent: Series[float] = pa.Field(ge=0, nullable=True)
+    words_per_minute_customer: Series[float] = pa.Field(ge=0, nullable=True)
+
+
+TONE_LABELS = ["angry", "anxious", "sad", "neutral_positive"]
+
+
+class ToneScores(_Table):
+    """`tone_scores`: acoustic tone per speech window (probabilities over the call-centre classes)."""
+
+    segment_index: Series[int] = pa.Field(ge=0)
+    start_s: Series[float] = pa.Field(ge=0)
+    end_s: Series[float] = pa.Field(ge=0)
+    p_angry: Series[float] = pa.Field(ge=0, le=1)
+    p_anxious: Series[float] = pa.Field(ge=0, le=1)
+    p_sad: Series[float] = pa.Field(ge=0, le=1)
+    p_neutral_positive: Series[float] = pa.Field(ge=0, le=1)
+    top_label: Series[str] = pa.Field(isin=TONE_LABELS)
+
+    @pa.dataframe_check(error="tone probabilities must sum to 1")
+    def probabilities_sum_to_one(cls, df: pd.DataFrame) -> Series[bool]:
+        total = df[["p_angry", "p_anxious", "p_sad", "p_neutral_positive"]].sum(axis=1)
+        return (total - 1).abs() < 1e-3
+
+
+class CallTone(_Table):
+    """`call_tone`: per-call tone aggregates and the model that produced them."""
+
+    n_segments: Series[int] = pa.Field(ge=0)
+    scored_duration_s: Series[float] = pa.Field(ge=0)
+    max_anger: Series[float] = pa.Field(ge=0, le=1, nullable=True)
+    negative_share: Series[float] = pa.Field(ge=0, le=1, nullable=True)
+    tone_first_third: Series[float] = pa.Field(ge=0, le=1, nullable=True)
+    tone_last_third: Series[float] = pa.Field(ge=0, le=1, nullable=True)
+    tone_trend: Series[float] = pa.Field(ge=-1, le=1, nullable=True)
+    dominant_label: Series[str] = pa.Field(isin=TONE_LABELS, nullable=True)
+    model_id: Series[str] = pa.Field()
+
+
+class ComplianceFlags(_Table):
+    """`compliance_flags`: one row per call: the extraction contract (engines/compliance.py) flattened,
+    with evidence and audit columns. `status=pending` means the LLM answer is still missing/malformed
+    and the flags shown are the rules engine's."""
+
+    overall_sentiment: Series[str] = pa.Field(isin=["positive", "neutral", "negative"], nullable=True)
+    issue_resolved: Series[pd.BooleanDtype] = pa.Field(nullable=True)
+    billing_detected: Series[pd.BooleanDtype] = pa.Field(nullable=True)
+    phi_before_verification: Series[pd.BooleanDtype] = pa.Field(nullable=True)
+    phi_requested_unnecessarily: Series[pd.BooleanDtype] = pa.Field(nullable=True)
+    missing_recording_disclosure: Series[pd.BooleanDtype] = pa.Field(nullable=True)
+    escalation_requested: Series[pd.BooleanDtype] = pa.Field(nullable=True)
+    billing_topics: Series[str] = pa.Field(description="JSON list")
+    summary: Series[str] = pa.Field(nullable=True)
+    evidence_json: Series[str] = pa.Field(description="JSON: flag -> [{turn_index, quote}]")
+    source: Series[str] = pa.Field(isin=["llm", "rules", "llm+rules"])
+    disagreements: Series[str] = pa.Field(description="JSON list of fields where the LLM and the rules differ")
+    model_id: Series[str] = pa.Field()
+    prompt_version: Series[str] = pa.Field()
+    attempts: Series[int] = pa.Field(ge=0)
+    status: Series[str] = pa.Field(isin=["ok", "pending"])
+    extracted_at: Series[pd.DatetimeTZDtype(tz="UTC")] = pa.Field()
+
+
+class MalformedLlmOutputs(_Table):
+    """`malformed_llm_outputs`: calls whose LLM answer never validated (or whose endpoint was down)."""
+
+    outcome: Series[str] = pa.Field(isin=["malformed", "unavailable"])
+    raw_response: Series[str] = pa.Field(nullable=True)
+    error: Series[str] = pa.Field(nullable=True)
+    attempts: Series[int] = pa.Field(ge=0)
+    model_id: Series[str] = pa.Field()
+    prompt_version: Series[str] = pa.Field()
+    extracted_at: Series[pd.DatetimeTZDtype(tz="UTC")] = pa.Field()
+
+
 _ARROW_TYPES = {
     "str": pyarrow.string(),
     "int64": pyarrow.int64(),
     "Int64": pyarrow.int64(),
     "float64": pyarrow.float64(),
     "bool": pyarrow.bool_(),
+    "boolean": pyarrow.bool_(),
     "date": pyarrow.date32(),
     "datetime64[ns, UTC]": pyarrow.timestamp("us", tz="UTC"),
 }

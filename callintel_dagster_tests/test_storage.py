@@ -95,3 +95,11 @@ def test_blob_version_changes_when_content_is_replaced(store: BlobStore):
     before = store.list_recordings("2026-11-24")[0].version
     store.write("2026-11-24/a.wav", b"second version")
     assert store.list_recordings("2026-11-24")[0].version != before
+
+
+def test_call_ids_limit_the_replacement_to_those_calls(lakehouse: DeltaLakehouse):
+    lakehouse.merge_partition("t", _frame(D1, ["a", "b", "c"], 1.0), ["call_id"], D1)
+    # Re-process only "a" and "b": "a" is updated, "b" produced no row now (deleted), "c" untouched.
+    lakehouse.merge_partition("t", _frame(D1, ["a"], 5.0), ["call_id"], D1, call_ids=["a", "b"])
+    rows = lakehouse.read("t").sort_values("call_id")
+    assert list(zip(rows["call_id"], rows["value"])) == [("a", 5.0), ("c", 1.0)]

@@ -58,6 +58,7 @@ def validate_and_merge(
     call_date: dt.date,
     table: str | None = None,
     scope: dict[str, str] | None = None,
+    call_ids: list[str] | None = None,
 ) -> tuple[dg.AssetCheckResult, dict]:
     """Validate `frame` with `model`; write it only when valid. Returns the check and write metadata."""
     table = table or asset
@@ -79,7 +80,7 @@ def validate_and_merge(
         )
         return check, {"written": False, "table": table}
     arrow = pyarrow.Table.from_pandas(valid[columns], schema=arrow_schema(model), preserve_index=False)
-    metrics = lakehouse.merge_partition(table, arrow, keys, call_date, scope=scope)
+    metrics = lakehouse.merge_partition(table, arrow, keys, call_date, scope=scope, call_ids=call_ids)
     check = dg.AssetCheckResult(
         check_name=SCHEMA_CHECK, asset_key=asset, passed=True, metadata={"rows_checked": len(valid)}
     )

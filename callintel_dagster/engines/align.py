@@ -1,0 +1,238 @@
+"""Speaker-aligned transcript and conversation metrics (pure Python, no Dagster).
+
+ASR gives words with times but no speakers; diarization gives speakers with times but no words.
+`build_turns` joins them: each word goes to the speaker whose diarization turns overlap it most
+(ties go to the previous word's speaker, so a word in overlapped speech does not split a turn; a
+word that overlaps no turn goes to the nearest turn), and consecutive words of one speaker form a
+transcript turn.
+
+Role rule (agent vs customer), in order:
+1. Each speaker scores one point per agent phrase found in their words ("thank you for calling",
+   "how can I help", "my name is", "this call may be recorded", ... see `AGENT_PHRASES`). The
+   single top scorer is the agent.
+2. If nobody scores, or the top score is tied, the speaker of the first word is the agent: a call
+   centre answers the phone, so the agent speaks first.
+Every other speaker is a customer (a third party on the line counts as customer side).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+
+import numpy as np
+import pandas as pd
+
+from callintel_dagster.engines.asr import Word
+from callintel_dagster.engines.diarize import SpeakerTurn
+
+AGENT = "agent"
+CUSTOMER = "customer"
+
+AGENT_PHRASES = (
+    "thank you for calling",
+    "thanks for calling",
+    "how can i help",
+    "how may i help",
+    "how can i assist",
+    "how may i assist",
+    "my name is",
+    "this call may be recorded",
+    "this call is recorded",
+    "this call is being recorded",
+    "recorded for quality",
+    "monitored for quality",
+    "can i have your",
+    "can i get your",
+    "verify your",
+    "date of birth",
+    "member id",
+    "is there anything else i can",
+    "have a great day",
+)
+
+_TURN_DTYPES = {
+    "turn_index": "int64",
+    "speaker": "object",
+    "role": "object",
+    "start_s": "float64",
+    "end_s": "float64",
+    "text": "object",
+    "confidence": "float64",
+    "n_words": "int64",
+}
+TURN_COLUMNS = list(_TURN_DTYPES)
+
+# Interruption rule (see `conversation_metrics`): the new speaker must overlap the one already
+# talking by at least this long; shorter overlaps are turn-taking jitter, not barging in.
+INTERRUPTION_MIN_OVERLAP_S = 0.3
+
+
+def _overlap(a_start: float, a_end: float, b_start: float, b_end: float) -> float:
+    return max(0.0, min(a_end, b_end) - max(a_start, b_start))
+
+
+def assign_speakers(words: Sequence[Word], speaker_turns: Sequence[SpeakerTurn]) -> list[str]:
+    """Speaker label for each word (max overlap; previous speaker on ties; nearest turn if none)."""
+    if not speaker_turns:
+        return ["SPEAKER_00"] * len(words)
+    labels: list[str] = []
+    for word in words:
+        overlap_by_speaker: dict[str, float] = {}
+        for turn in speaker_turns:
+            overlap = _overlap(word.start, word.end, turn.start, turn.end)
+            if overlap > 0:
+                overlap_by_speaker[turn.speaker] = overlap_by_speaker.get(turn.speaker, 0.0) + overlap
+        if overlap_by_speaker:
+            best = max(overlap_by_speaker.values())
+            tied = [speaker for speaker, value in overlap_by_speaker.items() if value >= best - 1e-9]
+            speaker = labels[-1] if labels and labels[-1] in tied else tied[0]
+        else:
+            middle = (word.start + word.end) / 2
+            nearest = min(speaker_turns, key=lambda t: max(t.start - middle, middle - t.end, 0.0))
+            speaker = nearest.speaker
+        labels.append(speaker)
+    return labels
+
+
+def _normalized(text: str) -> str:
+    text = re.sub(r"[^\w\s']", " ", text.lower().replace("’", "'"))
+    return " ".join(text.split())
+
+
+def assign_roles(speaker_words: dict[str, list[str]], first_speaker: str) -> dict[str, str]:
+    """Agent/customer per speaker by the module's role rule (agent phrases, else who spoke first)."""
+    scores = {}
+    for speaker, words in speaker_words.items():
+        text = f" {_normalized(' '.join(words))} "
+        scores[speaker] = sum(text.count(f" {phrase} ") for phrase in AGENT_PHRASES)
+    best = max(scores.values(), default=0)
+    top = [speaker for speaker, score in scores.items() if score == best]
+    agent = top[0] if best > 0 and len(top) == 1 else first_speaker
+    return {speaker: AGENT if speaker == agent else CUSTOMER for speaker in speaker_words}
+
+
+def build_turns(words: Sequence[Word], speaker_turns: Sequence[SpeakerTurn]) -> pd.DataFrame:
+    """Speaker-attributed transcript turns, one row per run of consecutive words of one speaker.
+
+    Columns: turn_index, speaker, role, start_s, end_s, text, confidence (mean word probability),
+    n_words. No words gives an empty frame with those columns.
+    """
+    words = sorted(words, key=lambda w: (w.start, w.end))
+    if not words:
+        return pd.DataFrame({column: pd.Series(dtype=dtype) for column, dtype in _TURN_DTYPES.items()})
+    labels = assign_speakers(words, speaker_turns)
+
+    groups: list[tuple[str, list[Word]]] = []
+    for word, speaker in zip(words, labels):
+        if groups and groups[-1][0] == speaker:
+            groups[-1][1].append(word)
+        else:
+            groups.append((speaker, [word]))
+
+    speaker_words: dict[str, list[str]] = {}
+    for speaker, group in groups:
+        speaker_words.setdefault(speaker, []).extend(w.text for w in group)
+    roles = assign_roles(speaker_words, first_speaker=labels[0])
+
+    rows = [
+        {
+            "turn_index": index,
+            "speaker": speaker,
+            "role": roles[speaker],
+            "start_s": group[0].start,
+            "end_s": max(w.end for w in group),
+            "text": " ".join(w.text for w in group),
+            "confidence": float(np.mean([w.probability for w in group])),
+            "n_words": len(group),
+        }
+        for index, (speaker, group) in enumerate(groups)
+    ]
+    return pd.DataFrame(rows, columns=TURN_COLUMNS).astype(_TURN_DTYPES)
+
+
+def _union(spans: list[tuple[float, float]]) -> list[tuple[float, float]]:
+    merged: list[list[float]] = []
+    for start, end in sorted(spans):
+        if merged and start <= merged[-1][1]:
+            merged[-1][1] = max(merged[-1][1], end)
+        elif end > start:
+            merged.append([start, end])
+    return [(s, e) for s, e in merged]
+
+
+def _length(spans: list[tuple[float, float]]) -> float:
+    return float(sum(end - start for start, end in spans))
+
+
+def _multi_speaker_time(per_speaker: dict[str, list[tuple[float, float]]]) -> float:
+    """Seconds during which two or more speakers talk at once (sweep over turn boundaries)."""
+    events = sorted(
+        (t, delta) for spans in per_speaker.values() for s, e in spans for t, delta in ((s, 1), (e, -1))
+    )
+    active, previous, total = 0, 0.0, 0.0
+    for time, delta in events:
+        if active >= 2:
+            total += time - previous
+        active += delta
+        previous = time
+    return total
+
+
+def _count_interruptions(per_speaker: dict[str, list[tuple[float, float]]]) -> int:
+    """Turns starting inside another speaker's turn and overlapping it >= INTERRUPTION_MIN_OVERLAP_S."""
+    count = 0
+    for speaker, spans in per_speaker.items():
+        for start, end in spans:
+            count += any(
+                other != speaker
+                and other_start < start
+                and _overlap(start, end, other_start, other_end) >= INTERRUPTION_MIN_OVERLAP_S
+                for other, other_spans in per_speaker.items()
+                for other_start, other_end in other_spans
+            )
+    return count
+
+
+def conversation_metrics(
+    turns_df: pd.DataFrame, speaker_turns: Sequence[SpeakerTurn], call_duration_s: float
+) -> dict[str, float | int]:
+    """Talk-time and turn-taking facts of one call.
+
+    Times come from diarization (`speaker_turns`), which also covers speech ASR produced no words
+    for; roles and word counts come from `turns_df` (a speaker with no words counts as customer).
+    - talk_time_<role>_s: union of that role's speaker turns.
+    - overlap_s: time with two or more speakers talking at once.
+    - non_talk_time_s: call time nobody talks, so agent + customer - overlap + non_talk = duration
+      (exact with two speakers).
+    - interruptions: turns that start while another speaker is mid-turn and overlap that turn by at
+      least `INTERRUPTION_MIN_OVERLAP_S`, so quick hand-overs do not count (backchannels that long
+      do).
+    - words_per_minute_<role>: that role's words over its talk time.
+    """
+    roles = dict(zip(turns_df["speaker"], turns_df["role"]))
+    per_speaker: dict[str, list[tuple[float, float]]] = {}
+    for turn in speaker_turns:
+        per_speaker.setdefault(turn.speaker, []).append((turn.start, turn.end))
+    per_speaker = {speaker: _union(spans) for speaker, spans in per_speaker.items()}
+
+    def role_spans(role: str) -> list[tuple[float, float]]:
+        return _union([s for sp, spans in per_speaker.items() if roles.get(sp, CUSTOMER) == role for s in spans])
+
+    talk = {role: _length(role_spans(role)) for role in (AGENT, CUSTOMER)}
+    speech = _length(_union([s for spans in per_speaker.values() for s in spans]))
+
+    words = turns_df.groupby("role")["n_words"].sum()
+
+    def per_minute(role: str) -> float:
+        return float(words.get(role, 0)) / (talk[role] / 60.0) if talk[role] > 0 else 0.0
+
+    return {
+        "talk_time_agent_s": talk[AGENT],
+        "talk_time_customer_s": talk[CUSTOMER],
+        "non_talk_time_s": max(0.0, float(call_duration_s) - speech),
+        "overlap_s": _multi_speaker_time(per_speaker),
+        "interruptions": _count_interruptions(per_speaker),
+        "words_per_minute_agent": per_minute(AGENT),
+        "words_per_minute_customer": per_minute(CUSTOMER),
+    }

@@ -1,0 +1,42 @@
+"""One call in, speaker-aligned transcript out: the per-call task the Spark workers run.
+
+Whisper runs on the whole decoded call rather than on the VAD clips: on the real sample call, WER is
+0.160 whole-call vs 0.198 on clipped speech (tiny.en), because Whisper uses the surrounding audio as
+context. VAD's job upstream is to keep silent/undecodable calls out of this (expensive) stage.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+
+from callintel_dagster.engines.align import build_turns, conversation_metrics
+from callintel_dagster.engines.asr import AsrConfig, transcribe
+from callintel_dagster.engines.audio import SAMPLE_RATE, decode_audio
+from callintel_dagster.engines.diarize import DiarizationConfig, diarize
+from callintel_dagster.engines.redaction import redact_turns
+
+
+@dataclasses.dataclass(frozen=True)
+class TranscriptTask:
+    """Picklable per-call task (configs are frozen dataclasses, shipped to Spark workers)."""
+
+    asr: AsrConfig
+    diarization: DiarizationConfig
+    redact_at_rest: bool = True
+
+    def __call__(self, call: dict) -> dict[str, list[dict]]:
+        audio = decode_audio(call["audio_path"])
+        duration = audio.size / SAMPLE_RATE
+        words = transcribe(audio, self.asr)
+        speakers = diarize(audio, self.diarization)
+        turns = build_turns(words, speakers)
+        metrics = conversation_metrics(turns, speakers, duration)
+        redacted = redact_turns(turns)
+        turns["phi_kinds"] = [json.dumps(kinds) for kinds in redacted["phi_kinds"]]
+        if self.redact_at_rest:
+            turns["text"] = redacted["text"]
+        return {
+            "transcripts": turns.to_dict("records"),
+            "conversation_metrics": [{**metrics, "duration_s": duration, "n_speakers": len({s.speaker for s in speakers})}],
+        }

