@@ -8,12 +8,16 @@ from pathlib import Path
 import pytest
 
 from callintel_dagster.demo_data import write_bad_recordings, write_sample_call
+from callintel_dagster.engines.audio import SAMPLE_RATE
 from callintel_dagster.resources.blob_store import LocalBlobStore
 from callintel_dagster.resources.lakehouse import DeltaLakehouse
 from callintel_dagster.resources.settings import AudioSettings
+from callintel_dagster_tests.fake_openai_server import FakeOpenAIServer
 
 DAY_ONE = "2026-11-23"
 DAY_TWO = "2026-11-24"
+# Label set of superb/wav2vec2-base-superb-er, the production tone checkpoint.
+SOURCE_LABELS = {0: "neu", 1: "hap", 2: "ang", 3: "sad"}
 
 
 @pytest.fixture
@@ -47,3 +51,35 @@ def day_with_bad_input(blob_root: Path) -> dict[str, str]:
 
 def as_date(key: str) -> dt.date:
     return dt.date.fromisoformat(key)
+
+
+@pytest.fixture(scope="session")
+def tiny_wav2vec2_dir(tmp_path_factory) -> str:
+    """A random-weight Wav2Vec2ForSequenceClassification saved like a real checkpoint.
+
+    feat_extract_norm="layer" (as in the large checkpoints) normalizes each conv frame on its own, so a
+    padded batch must reproduce unpadded per-segment scores; that is what the batching test checks.
+    """
+    import torch
+    from transformers import Wav2Vec2Config, Wav2Vec2FeatureExtractor, Wav2Vec2ForSequenceClassification
+
+    torch.manual_seed(0)
+    config = Wav2Vec2Config(
+        hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
+        conv_dim=(16, 16, 16), conv_stride=(5, 4, 4), conv_kernel=(10, 4, 4), feat_extract_norm="layer",
+        num_conv_pos_embeddings=16, num_conv_pos_embedding_groups=4, classifier_proj_size=16,
+        num_labels=4, id2label=SOURCE_LABELS, label2id={v: k for k, v in SOURCE_LABELS.items()},
+    )
+    directory = tmp_path_factory.mktemp("tiny_wav2vec2_er")
+    Wav2Vec2ForSequenceClassification(config).save_pretrained(directory)
+    Wav2Vec2FeatureExtractor(
+        feature_size=1, sampling_rate=SAMPLE_RATE, padding_value=0.0, do_normalize=True, return_attention_mask=True
+    ).save_pretrained(directory)
+    return str(directory)
+
+
+@pytest.fixture
+def fake_openai_server():
+    """A fresh loopback server per test, so scripted faults never leak between tests."""
+    with FakeOpenAIServer() as server:
+        yield server

@@ -76,13 +76,6 @@ INJECTION_CALL = _turns(
 )
 
 
-@pytest.fixture
-def fake_openai_server():
-    """A fresh loopback server per test, so scripted faults never leak between tests."""
-    with FakeOpenAIServer() as server:
-        yield server
-
-
 def _client(server: FakeOpenAIServer, **overrides) -> LLMClient:
     settings = {"timeout_s": 2.0, "max_retries": 3, "backoff_s": 0.01, "max_backoff_s": 0.05} | overrides
     return LLMClient(server.base_url, "test-key", "fake-llama-3-70b", **settings)
@@ -117,6 +110,7 @@ def _without_time(row: dict) -> dict:
     ("hi, my name is John Smith", "NAME", "John Smith"),
     ("This is Sarah from Acme Health", "NAME", "Sarah"),
     ("I spoke with Dr. Patel", "NAME", "Patel"),
+    ("I'm Sheila and Texas originally from Chicago", "NAME", "Sheila"),
 ])
 def test_redaction_finds_each_identifier_type(text, kind, original):
     redacted, spans = redact_text(text)

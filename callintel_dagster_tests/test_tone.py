@@ -12,7 +12,7 @@ import pytest
 from callintel_dagster.engines import tone
 from callintel_dagster.engines.audio import SAMPLE_RATE, decode_audio
 
-SOURCE_LABELS = {0: "neu", 1: "hap", 2: "ang", 3: "sad"}
+from callintel_dagster_tests.conftest import SOURCE_LABELS
 
 
 def _call_audio(seconds: float, seed: int = 0) -> np.ndarray:
@@ -22,31 +22,6 @@ def _call_audio(seconds: float, seed: int = 0) -> np.ndarray:
     pitch = 150 + 60 * np.sin(2 * np.pi * 0.3 * t)
     voiced = 0.3 * np.sin(2 * np.pi * np.cumsum(pitch) / SAMPLE_RATE)
     return (voiced + 0.05 * rng.standard_normal(t.size)).astype(np.float32)
-
-
-@pytest.fixture(scope="module")
-def tiny_wav2vec2_dir(tmp_path_factory) -> str:
-    """A random-weight Wav2Vec2ForSequenceClassification saved like a real checkpoint.
-
-    feat_extract_norm="layer" (as in the large checkpoints) normalizes each conv frame on its own, so a
-    padded batch must reproduce unpadded per-segment scores; that is what the batching test checks.
-    """
-    import torch
-    from transformers import Wav2Vec2Config, Wav2Vec2FeatureExtractor, Wav2Vec2ForSequenceClassification
-
-    torch.manual_seed(0)
-    config = Wav2Vec2Config(
-        hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
-        conv_dim=(16, 16, 16), conv_stride=(5, 4, 4), conv_kernel=(10, 4, 4), feat_extract_norm="layer",
-        num_conv_pos_embeddings=16, num_conv_pos_embedding_groups=4, classifier_proj_size=16,
-        num_labels=4, id2label=SOURCE_LABELS, label2id={v: k for k, v in SOURCE_LABELS.items()},
-    )
-    directory = tmp_path_factory.mktemp("tiny_wav2vec2_er")
-    Wav2Vec2ForSequenceClassification(config).save_pretrained(directory)
-    Wav2Vec2FeatureExtractor(
-        feature_size=1, sampling_rate=SAMPLE_RATE, padding_value=0.0, do_normalize=True, return_attention_mask=True
-    ).save_pretrained(directory)
-    return str(directory)
 
 
 def _assert_valid_frame(frame: pd.DataFrame) -> None:

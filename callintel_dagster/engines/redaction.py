@@ -44,7 +44,7 @@ _NAME = r"[A-Z][a-z'\u2019-]+(?:\s+[A-Z][a-z'\u2019-]+)?"  # ASR may emit a typo
 # Capitalised words that follow "this is" without being a name ("This is Correct", "this is About").
 _NOT_NAME = (
     r"(?!(?:The|A|An|It|Not|Just|Really|Correct|Right|Great|Good|Fine|Okay|Ok|About|Regarding"
-    r"|For|Your|My|What|Why|How|Urgent|Important)\b)"
+    r"|For|Your|My|What|Why|How|Urgent|Important|Sorry|So|Here|Calling|Looking|Trying)\b)"
 )
 
 # (kind, pattern, group): group 0 redacts the whole match; group 1 redacts only the value after a cue.
@@ -72,7 +72,7 @@ _PATTERNS: tuple[tuple[str, re.Pattern[str], int], ...] = (
     ("ZIP", re.compile(r"(?i:\bzip(?:\s*code)?" + _CUE_GAP + r")(\d{5}(?:-\d{4})?)\b"), 1),
     ("ZIP", re.compile(r"\b(?:A[KLRZ]|C[AOT]|D[CE]|FL|GA|HI|I[ADLN]|K[SY]|LA|M[ADEINOST]|N[CDEHJMVY]"
                        r"|O[HKR]|PA|RI|S[CD]|T[NX]|UT|V[AT]|W[AIVY]),?\s+(\d{5}(?:-\d{4})?)\b"), 1),
-    ("NAME", re.compile(r"(?i:\b(?:my name is|name's|this is|speaking with|patient is|calling for)\s+)"
+    ("NAME", re.compile(r"(?i:\b(?:my name is|name's|this is|i'm|i am|speaking with|patient is|calling for)\s+)"
                         + _NOT_NAME + r"(" + _NAME + r")"), 1),
     ("NAME", re.compile(r"\b(?:Mr|Mrs|Ms|Miss|Dr)\.?\s+(" + _NAME + r")"), 1),
 )
