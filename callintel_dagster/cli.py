@@ -25,12 +25,14 @@ def prepare_home(data_dir: Path) -> Path:
 
 
 def prepare_demo_blobs(blob_root: Path) -> list[Path]:
-    """Real sample call on every demo day, and the bad-input zoo on the last one."""
+    """Scripted two-speaker calls (with ground-truth sidecars) over the demo dates, the real sample
+    call on every demo day, and the bad-input zoo on the last one. Idempotent."""
+    from callintel_dagster.demo_calls import write_demo_calls
     from callintel_dagster.demo_data import write_bad_recordings, write_sample_call
 
-    written = []
-    for number, call_date in enumerate(DEMO_DATES):
-        written.append(write_sample_call(blob_root / call_date, f"agent-{'abc'[number]}__sample-call.wav"))
+    written = write_demo_calls(blob_root, DEMO_DATES)
+    for agent, call_date in zip(("agent-ana", "agent-bo", "agent-cy"), DEMO_DATES, strict=True):
+        written.append(write_sample_call(blob_root / call_date, f"{agent}__sample-call.wav"))
     write_bad_recordings(blob_root / DEMO_DATES[-1])
     return written
 
@@ -54,17 +56,18 @@ def run_demo(data_dir: Path) -> int:
             if not result.success:
                 print(f"run for {call_date} failed; see `make dev` → Runs", file=sys.stderr)
                 return 1
-    print_summary(lakehouse_root, blob_root, home)
+    print_summary(lakehouse_root, blob_root, home, data_dir / "dashboards" / "latest.html")
     return 0
 
 
-def print_summary(lakehouse_root: Path, blob_root: Path, home: Path) -> None:
+def print_summary(lakehouse_root: Path, blob_root: Path, home: Path, dashboard: Path) -> None:
     from callintel_dagster.resources.lakehouse import DeltaLakehouse
 
     lakehouse = DeltaLakehouse(root=str(lakehouse_root))
     print("\nCallIntel demo finished.\n")
     print(f"recordings : {blob_root}")
     print(f"lakehouse  : {lakehouse_root}  (Delta tables, partitioned by call_date)")
+    print(f"dashboard  : {dashboard}  (self-contained HTML: open it in a browser)")
     print(f"dagster    : DAGSTER_HOME={home}  →  `make dev`, then http://127.0.0.1:3000\n")
     print(f"{'table':<24}{'rows':>8}  {'dates':>5}")
     for table in lakehouse.tables():

@@ -9,6 +9,7 @@ import dagster as dg
 
 from callintel_dagster.assets.compliance import compliance_flags
 from callintel_dagster.assets.ingest import raw_call_audio
+from callintel_dagster.assets.insights import fused_insights, insights_dashboard
 from callintel_dagster.assets.segments import valid_segments
 from callintel_dagster.assets.tone import tone_model, tone_scores
 from callintel_dagster.assets.transcripts import transcripts
@@ -18,6 +19,7 @@ from callintel_dagster.resources.compute import LocalSparkCompute
 from callintel_dagster.resources.lakehouse import DeltaLakehouse
 from callintel_dagster.resources.llm import OpenAICompatibleAssessor, RulesAssessor
 from callintel_dagster.resources.models import ModelSettings
+from callintel_dagster.resources.reports import ReportSettings
 from callintel_dagster.resources.settings import AudioSettings
 from callintel_dagster.sensors import new_recordings_sensor
 
@@ -50,11 +52,15 @@ def build_resources(env: str | None = None) -> dict:
         "compute": LocalSparkCompute(master=os.environ.get("CALLINTEL_SPARK_MASTER", "local[*]")),
         "models": ModelSettings(models_root=f"{data_root}/models"),
         "compliance_assessor": assessor,
+        "reports": ReportSettings(root=f"{data_root}/dashboards"),
     }
 
 
 defs = dg.Definitions(
-    assets=[raw_call_audio, valid_segments, tone_model, tone_scores, transcripts, compliance_flags],
+    assets=[
+        raw_call_audio, valid_segments, tone_model, tone_scores, transcripts, compliance_flags,
+        fused_insights, insights_dashboard,
+    ],
     jobs=[call_pipeline_job, reprocess_malformed_job],
     sensors=[new_recordings_sensor],
     resources=build_resources(),

@@ -190,6 +190,42 @@ class MalformedLlmOutputs(_Table):
     extracted_at: Series[pd.DatetimeTZDtype(tz="UTC")] = pa.Field()
 
 
+class FusedInsights(_Table):
+    """`fused_insights`: one row per call joining acoustic tone, conversation metrics and semantic
+    flags, with the QA priority and its reasons (formula in engines/fusion.py)."""
+
+    agent_id: Series[str] = pa.Field(nullable=True)
+    duration_s: Series[float] = pa.Field(ge=0)
+    speech_ratio: Series[float] = pa.Field(ge=0, le=1)
+    non_talk_s: Series[float] = pa.Field(ge=0)
+    longest_silence_s: Series[float] = pa.Field(ge=0)
+    talk_time_agent_s: Series[float] = pa.Field(ge=0, nullable=True)
+    talk_time_customer_s: Series[float] = pa.Field(ge=0, nullable=True)
+    overlap_s: Series[float] = pa.Field(ge=0, nullable=True)
+    interruptions: Series[pd.Int64Dtype] = pa.Field(ge=0, nullable=True)
+    max_anger: Series[float] = pa.Field(ge=0, le=1, nullable=True)
+    negative_share: Series[float] = pa.Field(ge=0, le=1, nullable=True)
+    tone_trend: Series[float] = pa.Field(ge=-1, le=1, nullable=True)
+    dominant_label: Series[str] = pa.Field(isin=TONE_LABELS, nullable=True)
+    overall_sentiment: Series[str] = pa.Field(isin=["positive", "neutral", "negative"], nullable=True)
+    issue_resolved: Series[pd.BooleanDtype] = pa.Field(nullable=True)
+    billing_detected: Series[pd.BooleanDtype] = pa.Field(nullable=True)
+    phi_before_verification: Series[pd.BooleanDtype] = pa.Field(nullable=True)
+    phi_requested_unnecessarily: Series[pd.BooleanDtype] = pa.Field(nullable=True)
+    missing_recording_disclosure: Series[pd.BooleanDtype] = pa.Field(nullable=True)
+    escalation_requested: Series[pd.BooleanDtype] = pa.Field(nullable=True)
+    hipaa_flag_count: Series[pd.Int64Dtype] = pa.Field(ge=0, le=3, nullable=True)
+    billing_topics: Series[str] = pa.Field(nullable=True)
+    compliance_status: Series[str] = pa.Field(isin=["ok", "pending"], nullable=True)
+    text_voice_mismatch: Series[str] = pa.Field(nullable=True)
+    anger_peak_s: Series[float] = pa.Field(ge=0, nullable=True)
+    anger_peak_turn_index: Series[pd.Int64Dtype] = pa.Field(ge=0, nullable=True)
+    anger_at_billing: Series[pd.BooleanDtype] = pa.Field(nullable=True)
+    anger_peak_topic: Series[str] = pa.Field(isin=["billing", "care_delay", "other"], nullable=True)
+    qa_priority: Series[int] = pa.Field(ge=0, le=100)
+    qa_reasons: Series[str] = pa.Field(description="JSON list of reasons, each with its points")
+
+
 _ARROW_TYPES = {
     "str": pyarrow.string(),
     "int64": pyarrow.int64(),

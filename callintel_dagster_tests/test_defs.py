@@ -13,7 +13,7 @@ def test_definitions_load_in_a_clean_process_without_network_or_secrets():
     env = {"PATH": "/usr/bin:/bin", "HF_HUB_OFFLINE": "1", "NO_PROXY": "*"}
     code = "from callintel_dagster.definitions import defs; print(len(defs.resolve_asset_graph().get_all_asset_keys()))"
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
-    assert int(out.stdout.strip()) == 10
+    assert int(out.stdout.strip()) == 12
 
 
 def test_graph_jobs_sensor_and_checks():
@@ -24,13 +24,15 @@ def test_graph_jobs_sensor_and_checks():
     assert keys == {
         "raw_call_audio", "valid_segments", "speech_activity", "tone_model", "tone_scores", "call_tone",
         "transcripts", "conversation_metrics", "compliance_flags", "malformed_llm_outputs",
+        "fused_insights", "insights_dashboard",
     }
     for key in graph.get_all_asset_keys() - {dg.AssetKey("tone_model")}:
         assert graph.get(key).partitions_def is not None, key
     assert defs.resolve_job_def("call_pipeline_job") is not None
     assert defs.resolve_sensor_def("new_recordings_sensor") is not None
     check_keys = graph.asset_check_keys
-    assert all(dg.AssetCheckKey(key, "schema_contract") in check_keys for key in graph.get_all_asset_keys())
+    without_table = {dg.AssetKey("tone_model"), dg.AssetKey("insights_dashboard")}
+    assert all(dg.AssetCheckKey(key, "schema_contract") in check_keys for key in graph.get_all_asset_keys() - without_table)
 
 
 def test_unknown_environment_is_a_clear_error():

@@ -1,0 +1,96 @@
+"""The Python task of a Databricks model-stage run (see `resources/databricks.py`).
+
+Deliberately thin: open Dagster Pipes, run the per-call engine task the orchestrator sent over the
+day's calls as Spark tasks on the cluster's session (the same `mapInPandas` code as the local
+compute), write one result row per call to the staging path, report materialization metadata.
+Everything it imports ships in the project wheel plus `dagster-pipes`; it needs no Dagster.
+
+`--pipes-io` picks where Pipes context and messages live: `volumes` (a Unity Catalog volume,
+FUSE-mounted at the same path), `dbfs` (DBFS, mounted at /dbfs), or `env` (Pipes' default local
+files, for running the script under `PipesSubprocessClient` on any Spark).
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import pickle
+from pathlib import Path
+
+import pandas as pd
+from dagster_pipes import (
+    PipesContext,
+    PipesDbfsContextLoader,
+    PipesDbfsMessageWriter,
+    PipesDefaultContextLoader,
+    PipesDefaultMessageWriter,
+    PipesUnityCatalogVolumesContextLoader,
+    PipesUnityCatalogVolumesMessageWriter,
+    open_dagster_pipes,
+)
+from pyspark.sql import SparkSession
+
+from callintel_dagster.resources.compute import LocalSparkCompute
+
+_PIPES_IO = {
+    "volumes": (PipesUnityCatalogVolumesContextLoader, PipesUnityCatalogVolumesMessageWriter),
+    "dbfs": (PipesDbfsContextLoader, PipesDbfsMessageWriter),
+    "env": (PipesDefaultContextLoader, PipesDefaultMessageWriter),
+}
+
+
+class ClusterSparkCompute(LocalSparkCompute):
+    """`LocalSparkCompute`'s per-call Spark code on the session the cluster already runs."""
+
+    def _session(self):
+        return SparkSession.builder.getOrCreate()
+
+
+def local_path(uri: str) -> Path:
+    """Where the cluster sees a staging URI on its filesystem: DBFS is mounted at /dbfs."""
+    if uri.startswith("dbfs:/"):
+        return Path("/dbfs") / uri.removeprefix("dbfs:/")
+    return Path(uri)
+
+
+def run_stage(pipes: PipesContext, spark) -> None:
+    extras = pipes.extras
+    calls = pd.DataFrame(extras["calls"])
+    task = pickle.loads(base64.b64decode(extras["task"]))
+    pipes.log.info(f"{extras['description']}: {len(calls)} calls on Spark {spark.version}")
+    results = ClusterSparkCompute(calls_per_task=int(extras["calls_per_task"])).map_calls(
+        calls, task, extras["description"]
+    )
+    target = local_path(extras["results_path"])
+    target.parent.mkdir(parents=True, exist_ok=True)
+    results.to_parquet(target, index=False)
+    metadata = {
+        "databricks_calls": len(results),
+        "databricks_calls_failed": int((results["status"] != "ok").sum()),
+        "databricks_model_seconds": round(float(results["seconds"].sum()), 2),
+        "databricks_cluster_cores": spark.sparkContext.defaultParallelism,
+        "databricks_cuda_devices": _cuda_devices(),
+    }
+    for asset_key in pipes.asset_keys:
+        pipes.report_asset_materialization(metadata=metadata, asset_key=asset_key)
+
+
+def _cuda_devices() -> int:
+    import torch
+
+    return torch.cuda.device_count()
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--pipes-io", choices=sorted(_PIPES_IO), default="volumes")
+    args = parser.parse_args(argv)
+    loader, writer = _PIPES_IO[args.pipes_io]
+    # Before Pipes opens: the DBFS writer reads the cluster's log settings from the active session.
+    spark = SparkSession.builder.getOrCreate()
+    with open_dagster_pipes(context_loader=loader(), message_writer=writer()) as pipes:
+        run_stage(pipes, spark)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,283 @@
+"""The Databricks path: job spec as data, the Pipes client against a fake workspace over real HTTP,
+the remote entrypoint under a real Pipes session on local Spark, and the MERGE INTO SQL."""
+
+import datetime as dt
+import io
+import json
+import logging
+import os
+import sys
+from pathlib import Path
+
+import dagster as dg
+import pandas as pd
+import pytest
+from dagster._core.pipes import utils as pipes_utils
+
+from callintel_dagster.resources.compute import RESULT_COLUMNS, CallCompute
+from callintel_dagster.resources.databricks import (
+    DatabricksPipesCompute,
+    GpuClusterSpec,
+    build_submit_spec,
+    merge_sql,
+    pipes_extras,
+    staging_kind,
+)
+from callintel_dagster_tests.fake_databricks_server import (
+    FakeDatabricksServer,
+    RemoteView,
+    RunScript,
+    pipes_message,
+)
+
+TOKEN = "dapi-fake-0123456789abcdef"
+CALLS = pd.DataFrame({"call_id": ["c1", "c2"], "blob_key": ["2026-11-23/c1.wav", "2026-11-23/c2.wav"]})
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(autouse=True)
+def fast_pipes_reader(monkeypatch):
+    """Pipes' message reader sleeps 1 s per loop and, when the remote never sent `closed` (a failed
+    or cancelled run), waits 10 s after the run for late messages; seconds in a test, not 12."""
+    monkeypatch.setattr(pipes_utils, "DEFAULT_SLEEP_INTERVAL", 0.02)
+    monkeypatch.setattr(pipes_utils, "WAIT_FOR_LOGS_AFTER_EXECUTION_INTERVAL", 0)
+
+
+def call_id_length_task(call: dict) -> dict[str, list[dict]]:
+    """A picklable per-call task: one row per call."""
+    return {"lengths": [{"n": len(call["call_id"])}]}
+
+
+@dg.asset
+def gpu_stage(context: dg.AssetExecutionContext, compute: CallCompute) -> dg.MaterializeResult:
+    results = compute.map_calls(CALLS, call_id_length_task, "callintel test 2026-11-23")
+    return dg.MaterializeResult(metadata={"ok_calls": int((results["status"] == "ok").sum())})
+
+
+def compute_for(host: str, staging_path: str = "/Volumes/main/callintel/staging", **overrides) -> DatabricksPipesCompute:
+    config = {
+        "host": host,
+        "token": TOKEN,
+        "entrypoint_file": "/Volumes/main/callintel/artifacts/databricks_entrypoint.py",
+        "wheel": "/Volumes/main/callintel/artifacts/callintel_dagster-0.1.0-py3-none-any.whl",
+        "staging_path": staging_path,
+        "secret_env": {"HF_TOKEN": "callintel/hf-token"},
+        "poll_interval_seconds": 0.05,
+        "timeout_seconds": 30,
+        **overrides,
+    }
+    return DatabricksPipesCompute(**config)
+
+
+def simulated_cluster(view: RemoteView) -> None:
+    """Does what databricks_entrypoint does on a cluster: results file + Pipes messages."""
+    extras = view.pipes_context["extras"]
+    results = pd.DataFrame(
+        [{"call_id": c["call_id"], "status": "ok", "error": None, "payload": "{}", "seconds": 1.5} for c in extras["calls"]]
+    )
+    buffer = io.BytesIO()
+    results.to_parquet(buffer, index=False)
+    view.write_file(extras["results_path"], buffer.getvalue())
+    view.send_pipes_messages(
+        [
+            pipes_message("opened", extras={}),
+            pipes_message("log", message="2 calls on the GPU cluster", level="INFO"),
+            pipes_message(
+                "report_asset_materialization",
+                asset_key="gpu_stage",
+                metadata={"databricks_cuda_devices": {"raw_value": 1, "type": "int"}},
+                data_version=None,
+            ),
+            pipes_message("closed"),
+        ]
+    )
+
+
+def materialize(compute: DatabricksPipesCompute) -> tuple[dg.ExecuteInProcessResult, str]:
+    """Runs `gpu_stage`; returns the result and every event-log entry of the run as text."""
+    with dg.DagsterInstance.ephemeral() as instance:
+        result = dg.materialize([gpu_stage], resources={"compute": compute}, instance=instance, raise_on_error=False)
+        return result, "\n".join(str(entry) for entry in instance.all_logs(result.run_id))
+
+
+def failure_description(result: dg.ExecuteInProcessResult) -> str:
+    (failure,) = [e for e in result.all_events if e.event_type_value == "STEP_FAILURE"]
+    return failure.step_failure_data.user_failure_data.description
+
+
+def test_submit_spec_is_plain_data_with_secret_references_only():
+    spec = build_submit_spec(
+        run_name="callintel transcripts 2026-11-23",
+        cluster=GpuClusterSpec(node_type_id="Standard_NC4as_T4_v3", num_workers=2),
+        entrypoint_file="/Volumes/main/callintel/artifacts/databricks_entrypoint.py",
+        wheel="/Volumes/main/callintel/artifacts/callintel_dagster-0.1.0-py3-none-any.whl",
+        pip_packages=["dagster-pipes==1.13.27"],
+        staging_path="/Volumes/main/callintel/staging",
+        secret_env={"HF_TOKEN": "callintel/hf-token"},
+        timeout_seconds=7200,
+    )
+    assert spec == {
+        "run_name": "callintel transcripts 2026-11-23",
+        "timeout_seconds": 7200,
+        "tasks": [
+            {
+                "task_key": "callintel_model_stage",
+                "new_cluster": {
+                    "spark_version": "15.4.x-gpu-ml-scala2.12",
+                    "node_type_id": "Standard_NC4as_T4_v3",
+                    "num_workers": 2,
+                    "spark_env_vars": {
+                        "OMP_NUM_THREADS": "4",
+                        "TOKENIZERS_PARALLELISM": "false",
+                        "HF_TOKEN": "{{secrets/callintel/hf-token}}",
+                    },
+                    "spark_conf": {"spark.task.resource.gpu.amount": "1"},
+                    "data_security_mode": "SINGLE_USER",
+                },
+                "spark_python_task": {
+                    "python_file": "/Volumes/main/callintel/artifacts/databricks_entrypoint.py",
+                    "parameters": ["--pipes-io", "volumes"],
+                },
+                "libraries": [
+                    {"whl": "/Volumes/main/callintel/artifacts/callintel_dagster-0.1.0-py3-none-any.whl"},
+                    {"pypi": {"package": "dagster-pipes==1.13.27"}},
+                ],
+                "timeout_seconds": 7200,
+            }
+        ],
+    }
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"pip_packages": ["faster-whisper"]}, "pinned"),
+        ({"secret_env": {"HF_TOKEN": "hf_literal value"}}, "scope/key"),
+        ({"secret_env": {"OMP_NUM_THREADS": "callintel/x"}}, "both"),
+        ({"staging_path": "s3://bucket/staging"}, "/Volumes/"),
+    ],
+)
+def test_submit_spec_rejects_unpinned_packages_literal_secrets_and_unknown_staging(change, message):
+    args = {
+        "run_name": "r", "cluster": GpuClusterSpec(), "entrypoint_file": "/Volumes/a/b/c/e.py",
+        "wheel": "/Volumes/a/b/c/w.whl", "pip_packages": [], "staging_path": "dbfs:/callintel",
+        "secret_env": {}, "timeout_seconds": 60,
+    }
+    with pytest.raises(ValueError, match=message):
+        build_submit_spec(**{**args, **change})
+
+
+@pytest.mark.parametrize("staging_path", ["/Volumes/main/callintel/staging", "dbfs:/callintel/staging"])
+def test_success_streams_metadata_back_and_returns_results(staging_path, caplog):
+    caplog.set_level(logging.DEBUG)
+    with FakeDatabricksServer(TOKEN) as fake:
+        fake.scripts.append(RunScript(remote=simulated_cluster))
+        result, logs = materialize(compute_for(fake.host, staging_path))
+
+    assert result.success
+    (materialization,) = result.asset_materializations_for_node("gpu_stage")
+    metadata = {k: v.value for k, v in materialization.metadata.items()}
+    assert metadata["ok_calls"] == 2
+    assert metadata["databricks_cuda_devices"] == 1
+    assert metadata["Databricks Job Run ID"] == "1000"
+    assert "2 calls on the GPU cluster" in logs
+
+    (submitted,) = fake.submitted
+    env = submitted["tasks"][0]["new_cluster"]["spark_env_vars"]
+    assert {"DAGSTER_PIPES_CONTEXT", "DAGSTER_PIPES_MESSAGES"} <= set(env)
+    assert env["HF_TOKEN"] == "{{secrets/callintel/hf-token}}"
+    assert submitted["tasks"][0]["spark_python_task"]["parameters"] == ["--pipes-io", staging_kind(staging_path)]
+    # Pipes' temp dirs and the results file are cleaned up.
+    assert not fake.files
+    # The token authenticates every call and appears nowhere else.
+    assert all(r.authorization == f"Bearer {TOKEN}" for r in fake.requests)
+    assert TOKEN not in json.dumps([r.body for r in fake.requests], default=str)
+    assert TOKEN not in logs
+    assert TOKEN not in caplog.text
+
+
+def test_failure_names_the_run_state_and_task_error(caplog):
+    caplog.set_level(logging.DEBUG)
+    with FakeDatabricksServer(TOKEN) as fake:
+        fake.scripts.append(
+            RunScript(
+                result_state="FAILED",
+                state_message="Workload failed, see run output for details",
+                task_error="CUDA out of memory",
+            )
+        )
+        result, logs = materialize(compute_for(fake.host))
+    assert not result.success
+    description = failure_description(result)
+    assert "Databricks run 1000 ended TERMINATED/FAILED" in description
+    assert "Workload failed, see run output for details" in description
+    assert "CUDA out of memory" in description
+    assert TOKEN not in logs + caplog.text
+
+
+def test_run_cancelled_in_the_workspace_fails_the_step():
+    with FakeDatabricksServer(TOKEN) as fake:
+        fake.scripts.append(RunScript(result_state="CANCELED", state_message="Run cancelled by alice@example.org"))
+        result, logs = materialize(compute_for(fake.host))
+    assert not result.success
+    assert "Databricks run 1000 ended TERMINATED/CANCELED: Run cancelled by alice@example.org" in failure_description(result)
+    assert fake.cancelled == []
+
+
+def test_timeout_cancels_the_run():
+    with FakeDatabricksServer(TOKEN) as fake:
+        fake.scripts.append(RunScript(result_state=None))
+        result, logs = materialize(compute_for(fake.host, timeout_seconds=1))
+    assert not result.success
+    assert "Databricks run 1000 timed out after 1 s and was cancelled" in failure_description(result)
+    assert fake.cancelled == [1000]
+    assert fake.runs[1000].result_state == "CANCELED"
+
+
+def test_entrypoint_runs_the_task_on_spark_and_reports_back(tmp_path: Path):
+    """The real remote script under a real Pipes session (Pipes' local files instead of a
+    volume), with a local Spark session standing in for the cluster's."""
+    results_path = tmp_path / "results" / "run.parquet"
+
+    @dg.asset
+    def gpu_stage(context: dg.AssetExecutionContext, pipes: dg.PipesSubprocessClient):
+        return pipes.run(
+            context=context,
+            command=[sys.executable, "-m", "callintel_dagster.databricks_entrypoint", "--pipes-io", "env"],
+            extras=pipes_extras(CALLS, call_id_length_task, "callintel test", str(results_path), calls_per_task=1),
+            env={
+                "PYTHONPATH": os.pathsep.join([str(REPO_ROOT), os.environ.get("PYTHONPATH", "")]),
+                "PYSPARK_PYTHON": sys.executable,
+                "PYSPARK_SUBMIT_ARGS": "--master local[1] --conf spark.ui.enabled=false pyspark-shell",
+            },
+            cwd=str(REPO_ROOT),
+        ).get_results()
+
+    result = dg.materialize([gpu_stage], resources={"pipes": dg.PipesSubprocessClient()})
+    (materialization,) = result.asset_materializations_for_node("gpu_stage")
+    metadata = {k: v.value for k, v in materialization.metadata.items()}
+    assert metadata["databricks_calls"] == 2
+    assert metadata["databricks_calls_failed"] == 0
+    assert metadata["databricks_cuda_devices"] == 0
+    results = pd.read_parquet(results_path)
+    assert list(results.columns) == RESULT_COLUMNS
+    assert sorted(results["call_id"]) == ["c1", "c2"]
+    assert {json.loads(p)["lengths"][0]["n"] for p in results["payload"]} == {2}
+
+
+def test_merge_sql_is_partition_scoped():
+    sql = merge_sql(
+        "`main`.`callintel`.`quarantine`", "src", ["call_id", "stage"], dt.date(2026, 11, 23),
+        scope={"stage": "transcripts"}, call_ids=["c1", "o'brien"],
+    )
+    assert sql == (
+        "MERGE INTO `main`.`callintel`.`quarantine` AS t\n"
+        "USING src AS s\n"
+        "ON t.`call_date` = s.`call_date` AND t.`call_id` = s.`call_id` AND t.`stage` = s.`stage`\n"
+        "WHEN MATCHED THEN UPDATE SET *\n"
+        "WHEN NOT MATCHED THEN INSERT *\n"
+        "WHEN NOT MATCHED BY SOURCE AND t.`call_date` = CAST('2026-11-23' AS DATE) AND t.`stage` = 'transcripts' "
+        "AND t.`call_id` IN ('c1', 'o''brien') THEN DELETE"
+    )
+    with pytest.raises(ValueError, match="plain column"):
+        merge_sql("t", "s", ["call_id; DROP TABLE x"], dt.date(2026, 11, 23))
