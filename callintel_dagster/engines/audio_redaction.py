@@ -24,7 +24,7 @@ from typing import Any, Literal
 
 import numpy as np
 
-from callintel_dagster.engines.audio import SAMPLE_RATE, decode_audio
+from callintel_dagster.engines.audio import SAMPLE_RATE
 from callintel_dagster.engines.redaction import phi_word_indices
 
 TONE_HZ = 1000.0
@@ -200,13 +200,12 @@ def redact_audio(audio: np.ndarray, words: Sequence[Any], mode: Literal["tone", 
     return redacted, spans
 
 
-def write_redacted_copy(src_path: str | Path, dst_path: str | Path, words: Sequence[Any],
+def write_redacted_copy(audio: np.ndarray, dst_path: str | Path, words: Sequence[Any],
                         mode: Literal["tone", "silence"] = "tone", pad_s: float = 0.05
                         ) -> list[tuple[float, float]]:
-    """Decode `src_path`, redact it (`redact_audio`) and write a 16 kHz mono 16-bit PCM WAV to
-    `dst_path`; returns the redacted spans. WAV because every player and QA tool opens it and 16-bit
-    PCM holds telephone audio without loss."""
-    audio = decode_audio(src_path)
+    """Redact decoded 16 kHz mono `audio` (`redact_audio`) and write it as a 16 kHz mono 16-bit PCM
+    WAV to `dst_path`; returns the redacted spans. WAV because every player and QA tool opens it and
+    16-bit PCM holds telephone audio without loss."""
     redacted, spans = redact_audio(audio, words, mode=mode, pad_s=pad_s)
     # Scale by 32768 (as the decoder divides by it), so samples decoded from 16-bit PCM write back
     # exactly and the unredacted audio of a 16-bit source stays bit-identical.

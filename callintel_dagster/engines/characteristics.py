@@ -43,6 +43,7 @@ Definitions (D = call duration in seconds; "spans" of a role = the union of its 
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections.abc import Sequence
 
@@ -50,8 +51,8 @@ import numpy as np
 import pandas as pd
 from vaderSentiment.vaderSentiment import SentimentIntensityAnalyzer
 
-from callintel_dagster.engines.align import AGENT, CUSTOMER, INTERRUPTION_MIN_OVERLAP_S
-from callintel_dagster.engines.audio import SAMPLE_RATE
+from callintel_dagster.engines.align import AGENT, CUSTOMER, INTERRUPTION_MIN_OVERLAP_S, TURN_COLUMNS
+from callintel_dagster.engines.audio import SAMPLE_RATE, decode_audio
 
 ROLES = (AGENT, CUSTOMER)
 FRAME_S = 0.05
@@ -193,7 +194,7 @@ def _loudness(centres: np.ndarray, power: np.ndarray, own: Sequence[Span],
     return float(_db(chosen.mean())), float(_db(chosen.max()))
 
 
-def _negative_tone(tone_scores: pd.DataFrame | None, spans: Sequence[Span]) -> float:
+def negative_tone(tone_scores: pd.DataFrame | None, spans: Sequence[Span]) -> float:
     """Overlap-weighted mean of 1 − p_neutral_positive over the tone windows touching `spans`."""
     if tone_scores is None or tone_scores.empty or not spans:
         return float("nan")
@@ -247,8 +248,32 @@ def call_characteristics(audio: np.ndarray, turns: pd.DataFrame, tone_scores: pd
                 own_sentiment[in_period(turns, "first_quarter", duration_s)[mine].to_numpy()]),
             "sentiment_last_quarter": _mean(
                 own_sentiment[in_period(turns, "last_quarter", duration_s)[mine].to_numpy()]),
-            "tone_negative_mean": _negative_tone(tone_scores, spans[role]),
-            "tone_negative_first_quarter": _negative_tone(tone_scores, _clip(spans[role], *first_q)),
-            "tone_negative_last_quarter": _negative_tone(tone_scores, _clip(spans[role], *last_q)),
+            "tone_negative_mean": negative_tone(tone_scores, spans[role]),
+            "tone_negative_first_quarter": negative_tone(tone_scores, _clip(spans[role], *first_q)),
+            "tone_negative_last_quarter": negative_tone(tone_scores, _clip(spans[role], *last_q)),
         })
     return rows
+
+
+TURN_TABLE_COLUMNS = [*TURN_COLUMNS, "phi_kinds"]
+
+
+@dataclasses.dataclass(frozen=True)
+class CharacteristicsTask:
+    """Picklable per-call task for the Spark workers (loudness needs the decoded audio).
+
+    `call` carries the call's transcript turns and tone windows as JSON, read once per day by the
+    driver, so a worker never queries the lakehouse."""
+
+    def __call__(self, call: dict) -> dict[str, list[dict]]:
+        audio = decode_audio(call["audio_path"])
+        turns = pd.DataFrame(json.loads(call["turns_json"]), columns=TURN_TABLE_COLUMNS)
+        tone = pd.DataFrame(json.loads(call["tone_json"])) if call["tone_json"] != "[]" else None
+        duration = audio.size / SAMPLE_RATE
+        per_turn = turn_sentiment(turns) if len(turns) else pd.DataFrame()
+        if len(per_turn):
+            per_turn["tone_negative"] = [negative_tone(tone, [(s, e)]) for s, e in zip(per_turn["start_s"], per_turn["end_s"])]
+        return {
+            "call_characteristics": call_characteristics(audio, turns, tone, duration),
+            "turn_sentiment": per_turn.to_dict("records"),
+        }

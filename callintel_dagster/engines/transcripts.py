@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from pathlib import Path
 
 from callintel_dagster.engines.align import build_turns, conversation_metrics
 from callintel_dagster.engines.asr import AsrConfig, transcribe
 from callintel_dagster.engines.audio import SAMPLE_RATE, decode_audio
+from callintel_dagster.engines.audio_redaction import write_redacted_copy
 from callintel_dagster.engines.diarize import DiarizationConfig, diarize
 from callintel_dagster.engines.redaction import redact_turns
 
@@ -24,6 +26,10 @@ class TranscriptTask:
     asr: AsrConfig
     diarization: DiarizationConfig
     redact_at_rest: bool = True
+    # "tone" | "silence": write a copy of the recording with PHI word spans masked, into the
+    # `redacted_folder` sub-folder next to the original (the blob listing ignores sub-folders).
+    audio_redaction: str | None = "tone"
+    redacted_folder: str = "redacted"
 
     def __call__(self, call: dict) -> dict[str, list[dict]]:
         audio = decode_audio(call["audio_path"])
@@ -36,7 +42,15 @@ class TranscriptTask:
         turns["phi_kinds"] = [json.dumps(kinds) for kinds in redacted["phi_kinds"]]
         if self.redact_at_rest:
             turns["text"] = redacted["text"]
-        return {
+        tables = {
             "transcripts": turns.to_dict("records"),
             "conversation_metrics": [{**metrics, "duration_s": duration, "n_speakers": len({s.speaker for s in speakers})}],
         }
+        if self.audio_redaction:
+            source = Path(call["audio_path"])
+            target = source.parent / self.redacted_folder / f"{source.stem}.redacted.wav"
+            spans = write_redacted_copy(audio, target, words, mode=self.audio_redaction)
+            tables["redacted_audio"] = [
+                {"path": str(target), "mode": self.audio_redaction, "n_spans": len(spans), "spans_json": json.dumps(spans)}
+            ]
+        return tables

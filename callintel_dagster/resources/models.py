@@ -9,6 +9,7 @@ from pydantic import Field
 from callintel_dagster.engines.asr import AsrConfig
 from callintel_dagster.engines.diarize import DiarizationConfig
 from callintel_dagster.engines.tone import ToneConfig
+from callintel_dagster.engines.transcripts import TranscriptTask
 
 
 class ModelSettings(dg.ConfigurableResource):
@@ -30,6 +31,12 @@ class ModelSettings(dg.ConfigurableResource):
     redact_transcripts_at_rest: bool = Field(
         default=True, description="Store transcript text with PHI replaced by typed placeholders ([DOB], [SSN] …)."
     )
+    audio_redaction: str | None = Field(
+        default="tone",
+        description="Write a copy of each recording with PHI word spans replaced by a 1 kHz 'tone' or 'silence' "
+        "(None = no redacted copy). Written to <date folder>/<redacted_folder>/<name>.redacted.wav.",
+    )
+    redacted_folder: str = Field(default="redacted", description="Sub-folder (next to the originals) for redacted audio.")
 
     tone_backend: str = Field(
         default="embedded",
@@ -51,6 +58,12 @@ class ModelSettings(dg.ConfigurableResource):
         if self.tone_backend == "embedded":
             return ToneConfig(backend="embedded", model_path=self.embedded_tone_dir())
         return ToneConfig(backend="wav2vec2", model_path=self.tone_model_path, device=self.device)
+
+    def transcript_task(self) -> TranscriptTask:
+        return TranscriptTask(
+            self.asr_config(), self.diarization_config(), self.redact_transcripts_at_rest,
+            self.audio_redaction, self.redacted_folder,
+        )
 
     def asr_config(self) -> AsrConfig:
         return AsrConfig(model=self.whisper_model, device=self.device, beam_size=self.whisper_beam_size)
