@@ -1,6 +1,7 @@
 """`callintel` command: prepare the demo, run it, and print where everything landed.
 
-`make demo` calls `callintel demo`; `make dev` calls `callintel prepare-home` before `dagster dev`.
+`make demo` calls `callintel demo`; `make dev` calls `callintel prepare-home` before `dagster dev`;
+`make bench` calls `callintel bench`.
 """
 
 from __future__ import annotations
@@ -86,10 +87,18 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("demo", help="prepare demo recordings, materialize every asset, print a summary")
     sub.add_parser("prepare-home", help="create DAGSTER_HOME under the data dir with the project's dagster.yaml")
+    bench = sub.add_parser("bench", help="measure quality and throughput in one run; writes bench/results.{json,md}")
+    bench.add_argument("--minutes", type=float, default=None, help="demo audio to process for throughput (default 8)")
+    bench.add_argument("--quick", action="store_true", help="tiny setting (about 1 min of audio, 1 warm run) for tests")
+    bench.add_argument("--output-dir", type=Path, default=None, help="where results.json/.md go (default bench/)")
     args = parser.parse_args(argv)
     data_dir = args.data_dir.resolve()
     if args.command == "demo":
         return run_demo(data_dir)
+    if args.command == "bench":
+        from callintel_dagster.bench import main as run_bench
+
+        return run_bench(args)
     print(prepare_home(data_dir))
     return 0
 

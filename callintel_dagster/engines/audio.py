@@ -29,6 +29,11 @@ class AudioProbe:
     container: str
 
 
+def _reason(exc: Exception) -> str:
+    """FFmpeg's own words ("Invalid data found when processing input"), without errno and path."""
+    return getattr(exc, "strerror", None) or str(exc)
+
+
 def sha256_of(path: str | Path, chunk_bytes: int = 1 << 20) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as handle:
@@ -63,7 +68,7 @@ def probe_audio(path: str | Path) -> AudioProbe:
     except AudioDecodeError:
         raise
     except (av.error.FFmpegError, UnicodeDecodeError, ValueError) as exc:
-        raise AudioDecodeError(f"{path.name}: not decodable audio ({exc})") from exc
+        raise AudioDecodeError(f"{path.name}: not decodable audio ({_reason(exc)})") from exc
 
 
 def decode_audio(path: str | Path, sample_rate: int = SAMPLE_RATE, max_duration_s: float | None = None) -> np.ndarray:
@@ -96,7 +101,7 @@ def decode_audio(path: str | Path, sample_rate: int = SAMPLE_RATE, max_duration_
     except AudioDecodeError:
         raise
     except (av.error.FFmpegError, UnicodeDecodeError, ValueError) as exc:
-        raise AudioDecodeError(f"{path.name}: decoding failed ({exc})") from exc
+        raise AudioDecodeError(f"{path.name}: decoding failed ({_reason(exc)})") from exc
     if not chunks:
         raise AudioDecodeError(f"{path.name}: no audio samples decoded")
     audio = np.concatenate(chunks).astype(np.float32, copy=False)

@@ -1,0 +1,702 @@
+"""`callintel bench` (`make bench`): how good and how fast CallIntel is on this machine, in one run.
+
+Every figure comes from the same process and the same run, so the numbers can be compared with
+each other (a WER from one machine next to a throughput from another would mean nothing):
+
+1. **Quality on the one real call** (the pyannote.audio sample): Whisper WER against its STM, DER
+   against its RTTM, and the real-time factor of each stage with the models already loaded. The
+   first call of each stage is timed apart: its extra time is the model load (plus lazy imports),
+   which a long-running worker pays once, not per call.
+2. **Tone model**: the held-out scores of its model card (the model is trained first if no card
+   made by the current code is stored, exactly as the `tone_model` asset would).
+3. **Compliance flags vs ground truth** on the scripted demo calls: the rules engine on the true
+   turns (an upper bound: perfect text and speakers) and on what the pipeline itself transcribed.
+4. **Throughput end to end**: `call_pipeline_job` over the demo dates, with real Spark tasks and
+   real Delta tables in a temporary data folder, against a plain per-file loop over the same calls
+   with the same engine functions. The pipeline is not guaranteed to win on a small machine; the
+   report says where its time goes instead of hiding it.
+5. **Machine**: cores, memory, thread settings and library versions, with timestamps.
+
+Results go to `bench/results.json` and `bench/results.md`; the markdown is also printed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import datetime as dt
+import importlib.metadata
+import json
+import os
+import platform
+import statistics
+import tempfile
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from callintel_dagster.cli import DEMO_DATES, PROJECT_ROOT
+
+# Stages whose work the sequential baseline repeats (decode + VAD, ASR + diarization, tone).
+BASELINE_STAGES = ("valid_segments", "transcripts", "tone_scores")
+SAMPLE_STAGES = ("decode", "vad", "asr", "diarization", "tone")
+VERSIONED_PACKAGES = (
+    "dagster", "pyspark", "deltalake", "torch", "faster-whisper", "ctranslate2", "onnxruntime",
+    "silero-vad", "Resemblyzer", "scikit-learn", "pandas", "numpy",
+)
+QUICK_MINUTES = 1.0
+QUICK_REPEATS = 1
+FULL_REPEATS = 3
+
+
+def main(args: argparse.Namespace) -> int:
+    """Run every section, write `results.json` + `results.md` into `args.output_dir`, print the md."""
+    started_at = _now()
+    started = time.perf_counter()
+    minutes = QUICK_MINUTES if args.quick and args.minutes is None else (args.minutes or 8.0)
+    repeats = QUICK_REPEATS if args.quick else FULL_REPEATS
+    output_dir = (args.output_dir or PROJECT_ROOT / "bench").resolve()
+    models_root = args.data_dir.resolve() / "models"
+
+    _progress(f"tone model card under {models_root}")
+    tone = tone_model_section(models_root / "tone")
+    _progress(f"sample call: cold run + {repeats} warm run(s) per stage")
+    sample = sample_call_section(str(models_root / "tone"), repeats)
+    with tempfile.TemporaryDirectory(prefix="callintel-bench-") as work:
+        throughput, truth, predicted = throughput_section(Path(work), models_root, minutes)
+    _progress("scoring compliance flags against ground truth")
+    flags = compliance_section(truth, predicted)
+
+    report = {
+        "machine": machine_info(),
+        "timestamps": {
+            "started_at": started_at,
+            "finished_at": _now(),
+            "total_seconds": round(time.perf_counter() - started, 1),
+        },
+        "settings": {"minutes": minutes, "quick": bool(args.quick), "repeats": repeats},
+        "sample_call": sample,
+        "tone_model": tone,
+        "compliance_flags": flags,
+        "throughput": throughput,
+    }
+    output_dir.mkdir(parents=True, exist_ok=True)
+    markdown = render_markdown(report)
+    (output_dir / "results.json").write_text(json.dumps(report, indent=2, default=_json_default))
+    (output_dir / "results.md").write_text(markdown)
+    print(markdown, flush=True)
+    _progress(f"wrote {output_dir / 'results.json'} and {output_dir / 'results.md'}")
+    return 0
+
+
+# --- 1. quality and real-time factor on the real sample call ----------------------------------------
+
+
+def sample_call_section(tone_dir: str, repeats: int) -> dict[str, Any]:
+    """WER, DER and per-stage real-time factors on the pyannote sample call.
+
+    The configs are the pipeline's own defaults (`ModelSettings`, `AudioSettings`), so these are the
+    figures of what `make demo` runs. Whisper decodes the whole call, as `TranscriptTask` does.
+    """
+    from callintel_dagster.engines.reference import (
+        diarization_error_rate,
+        load_rttm,
+        reference_transcript,
+        sample_call_path,
+        word_error_rate,
+    )
+
+    path = sample_call_path()
+    passes = [_sample_pass(path, tone_dir) for _ in range(1 + repeats)]
+    cold, warm = passes[0][0], [times for times, _ in passes[1:]]
+    outputs = passes[-1][1]
+    audio_s = outputs["audio_s"]
+    stages = {}
+    for stage in SAMPLE_STAGES:
+        warm_s = statistics.median(times[stage] for times in warm)
+        stages[stage] = {
+            "seconds": round(warm_s, 4),
+            "real_time_factor": round(warm_s / audio_s, 4),
+            "first_call_seconds": round(cold[stage], 3),
+            # The first call's extra time: building the model (and importing its libraries).
+            "load_seconds": round(max(0.0, cold[stage] - warm_s), 3),
+        }
+    total = sum(stage["seconds"] for stage in stages.values())
+    reference = load_rttm()
+    return {
+        "audio": str(path.name),
+        "audio_seconds": round(audio_s, 2),
+        "wer": round(word_error_rate(reference_transcript(), outputs["hypothesis"]), 4),
+        "der_collar_0": round(diarization_error_rate(outputs["turns"], reference, 0.0, audio_s), 4),
+        "der_collar_0_25": round(diarization_error_rate(outputs["turns"], reference, 0.25, audio_s), 4),
+        "stages": stages,
+        "total_seconds": round(total, 3),
+        "total_real_time_factor": round(total / audio_s, 4),
+        "warm_runs": repeats,
+    }
+
+
+def _sample_pass(path: Path, tone_dir: str) -> tuple[dict[str, float], dict[str, Any]]:
+    """One decode → VAD → ASR → diarization → tone pass, timing each stage."""
+    from callintel_dagster.engines.asr import transcribe
+    from callintel_dagster.engines.audio import SAMPLE_RATE, decode_audio
+    from callintel_dagster.engines.diarize import diarize
+    from callintel_dagster.engines.tone import score_segments, tone_windows
+    from callintel_dagster.engines.vad import speech_segments
+
+    models, vad_config, tone_config = _pipeline_configs(tone_dir)
+    times: dict[str, float] = {}
+    with _clock(times, "decode"):
+        audio = decode_audio(path)
+    with _clock(times, "vad"):
+        speech = speech_segments(audio, vad_config)
+    with _clock(times, "asr"):
+        words = transcribe(audio, models.asr_config())
+    with _clock(times, "diarization"):
+        turns = diarize(audio, models.diarization_config())
+    with _clock(times, "tone"):
+        score_segments(audio, tone_windows(speech, models.tone_window_s), tone_config)
+    outputs = {"audio_s": audio.size / SAMPLE_RATE, "hypothesis": " ".join(w.text for w in words), "turns": turns}
+    return times, outputs
+
+
+def _pipeline_configs(tone_dir: str):
+    """The model, VAD and tone settings the pipeline runs with by default."""
+    from callintel_dagster.engines.tone import ToneConfig
+    from callintel_dagster.resources.models import ModelSettings
+    from callintel_dagster.resources.settings import AudioSettings
+
+    models = ModelSettings(tone_model_path=tone_dir)
+    return models, AudioSettings().vad_config(), ToneConfig(backend="embedded", model_path=tone_dir)
+
+
+# --- 2. tone model ------------------------------------------------------------------------------------
+
+
+def tone_model_section(tone_dir: Path) -> dict[str, Any]:
+    """Held-out scores from the stored model card; trains (and stores) the model when no card made
+    by the current code and data is there, the same rule the `tone_model` asset applies, so the
+    pipeline run later reuses it instead of training again."""
+    from callintel_dagster.engines.tone import read_tone_card, save_tone_model, train_tone_model, training_versions
+
+    card = read_tone_card(tone_dir)
+    source = "stored card"
+    if not card or card.get("versions") != training_versions():
+        _progress("no current tone model card: training the tone model (about a minute)")
+        started = time.perf_counter()
+        bundle, _ = train_tone_model()
+        save_tone_model(bundle, tone_dir)
+        card = read_tone_card(tone_dir)
+        source = f"trained by this run in {time.perf_counter() - started:.0f} s"
+    evaluation = card["evaluation"]
+    return {
+        "source": source,
+        "path": str(tone_dir),
+        "trained_at": card["trained_at"],
+        "classes": card["classes"],
+        "n_clips": evaluation["n_clips"],
+        "held_out_accuracy": round(float(evaluation["accuracy"]), 4),
+        "held_out_macro_f1": round(float(evaluation["macro_f1"]), 4),
+        "chance_majority": round(float(evaluation["chance_majority"]), 4),
+        "chance_uniform": round(float(evaluation["chance_uniform"]), 4),
+        "voice_cluster_accuracy": round(float(evaluation["voice_cluster_check"]["accuracy"]), 4),
+        "voice_cluster_macro_f1": round(float(evaluation["voice_cluster_check"]["macro_f1"]), 4),
+        "split": evaluation["split"],
+    }
+
+
+# --- 3. compliance flags vs ground truth --------------------------------------------------------------
+
+
+def compliance_section(truth: dict[str, dict], pipeline_flags: dict[str, dict]) -> dict[str, Any]:
+    """Per-flag precision/recall/F1 of the rules engine on the true turns and on the pipeline's output.
+
+    Only the compliance flags are scored: `angry_caller` in the scripts is an acoustic judgement
+    that no compliance engine makes (the tone section covers acoustics).
+    """
+    from callintel_dagster.demo_calls import BOOL_FLAGS, flag_scores
+    from callintel_dagster.engines.compliance import FLAG_FIELDS
+    from callintel_dagster.engines.rules import assess_call_with_rules
+
+    scored = [flag for flag in BOOL_FLAGS if flag in FLAG_FIELDS]
+    on_truth = {}
+    for call_id, record in truth.items():
+        assessment = assess_call_with_rules(record["turns"])
+        on_truth[call_id] = {flag: assessment.flag(flag) for flag in scored} | {
+            "overall_sentiment": assessment.overall_sentiment}
+    ways = {"ground_truth_text": on_truth, "pipeline": pipeline_flags}
+    result: dict[str, Any] = {"calls": len(truth), "flags": scored}
+    for way, predicted in ways.items():
+        scores = flag_scores(predicted, truth)
+        result[way] = {
+            "per_flag": {flag: _rounded(scores[flag]) for flag in scored if flag in scores},
+            "macro_f1": _mean_defined(scores[flag]["f1"] for flag in scored if flag in scores),
+            "sentiment_accuracy": _sentiment_accuracy(predicted, truth),
+            "calls_predicted": sum(1 for call_id in truth if call_id in predicted),
+        }
+    return result
+
+
+def _sentiment_accuracy(predicted: dict[str, dict], truth: dict[str, dict]) -> float | None:
+    pairs = [(predicted.get(call_id, {}).get("overall_sentiment"), record["expected"]["overall_sentiment"])
+             for call_id, record in truth.items() if record["expected"]["overall_sentiment"] is not None]
+    return round(sum(guess == expected for guess, expected in pairs) / len(pairs), 4) if pairs else None
+
+
+# --- 4. throughput end to end -------------------------------------------------------------------------
+
+
+def throughput_section(work: Path, models_root: Path, minutes: float) -> tuple[dict, dict, dict]:
+    """Materialize `call_pipeline_job` per demo date, one date-range run of the dashboard, then the
+    sequential baseline over the same calls. Returns the report section, the ground truth of the
+    scored calls and the compliance flags the pipeline wrote (for section 3)."""
+    import dagster as dg
+    from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PARTITION_RANGE_START_TAG
+
+    from callintel_dagster.demo_calls import iter_truth
+
+    blob_root = work / "blobs"
+    dates = prepare_bench_calls(blob_root, minutes)
+    resources = _pipeline_resources(work, models_root)
+    _progress(f"pipeline: {len(dates)} date(s) {dates[0]}..{dates[-1]} in {work}")
+
+    from callintel_dagster.definitions import defs
+
+    job = defs.resolve_job_def("call_pipeline_job")
+    runs, steps, stage_meta = [], {}, {}
+    with dg.DagsterInstance.ephemeral() as instance, MemorySampler() as pipeline_memory:
+        for call_date in dates:
+            started = time.perf_counter()
+            result = job.execute_in_process(
+                partition_key=call_date, instance=instance, resources=resources, raise_on_error=False
+            )
+            wall = time.perf_counter() - started
+            if not result.success:
+                raise RuntimeError(f"call_pipeline_job failed for {call_date}: {_failure(instance, result.run_id)}")
+            _progress(f"pipeline {call_date}: {wall:.1f} s")
+            runs.append({"call_date": call_date, "wall_seconds": round(wall, 2)})
+            for step, seconds in _step_seconds(instance, result.run_id).items():
+                steps.setdefault(step, []).append(seconds)
+            for asset, metadata in _materialization_metadata(result).items():
+                stage_meta.setdefault(asset, []).append(metadata | {"call_date": call_date})
+        started = time.perf_counter()
+        backfill = job.execute_in_process(
+            instance=instance, resources=resources, raise_on_error=False,
+            asset_selection=[dg.AssetKey("insights_dashboard")],
+            tags={ASSET_PARTITION_RANGE_START_TAG: dates[0], ASSET_PARTITION_RANGE_END_TAG: dates[-1]},
+        )
+        backfill_wall = time.perf_counter() - started
+        if not backfill.success:
+            raise RuntimeError(f"dashboard range run failed: {_failure(instance, backfill.run_id)}")
+        dashboard = _materialization_metadata(backfill)["insights_dashboard"]
+
+    lakehouse = resources["lakehouse"]
+    activity = lakehouse.read("speech_activity")
+    raw = lakehouse.read("raw_call_audio")[["call_id", "blob_key"]]
+    usable = activity[["call_id", "call_date", "duration_s"]].merge(raw, on="call_id")
+    audio_s = float(usable["duration_s"].sum())
+    audio_by_date = {str(day): float(s) for day, s in usable.groupby("call_date")["duration_s"].sum().items()}
+    stages = _stage_rows(steps, stage_meta, audio_by_date)
+    run_wall = sum(run["wall_seconds"] for run in runs)
+    model_s = sum(row["task_seconds"] or 0.0 for row in stages)
+
+    _progress(f"sequential baseline over {len(usable)} calls")
+    paths = [blob_root / key for key in usable.sort_values("blob_key")["blob_key"]]
+    with MemorySampler() as baseline_memory:
+        baseline = sequential_baseline(paths, str(models_root / "tone"))
+    pipeline_same_work = sum(row["wall_seconds"] for row in stages if row["stage"] in BASELINE_STAGES)
+
+    truth = {t["call_id"]: t for _, t in iter_truth(blob_root) if t["expected"] is not None}
+    predicted = _pipeline_flags(lakehouse.read("compliance_flags"))
+    quarantine = lakehouse.read("quarantined_calls")
+    section = {
+        "dates": dates,
+        "calls": int(len(usable)),
+        "calls_quarantined": int(quarantine["call_id"].nunique()) if len(quarantine) else 0,
+        "audio_minutes": round(audio_s / 60, 2),
+        "spark_slots": os.cpu_count(),
+        "runs": runs,
+        "pipeline_wall_seconds": round(run_wall, 2),
+        "pipeline_audio_seconds_per_wall_second": round(audio_s / run_wall, 3),
+        "model_seconds": round(model_s, 2),
+        "model_share_of_run_wall": round(model_s / run_wall, 3),
+        "pipeline_peak_rss_mb": pipeline_memory.peak_mb,
+        "stages": stages,
+        "baseline": {
+            **baseline,
+            "peak_rss_mb": baseline_memory.peak_mb,
+            "pipeline_same_stages_wall_seconds": round(pipeline_same_work, 2),
+            "speedup_vs_pipeline_model_stages": round(baseline["wall_seconds"] / pipeline_same_work, 3),
+            "speedup_vs_pipeline_end_to_end": round(baseline["wall_seconds"] / run_wall, 3),
+        },
+        "backfill": {
+            "dates": f"{dates[0]}..{dates[-1]}",
+            "partitions": len(dates),
+            "asset": "insights_dashboard",
+            "wall_seconds": round(backfill_wall, 2),
+            "calls": int(dashboard.get("calls", 0)),
+            "days": int(dashboard.get("days", 0)),
+        },
+    }
+    return section, truth, predicted
+
+
+def prepare_bench_calls(blob_root: Path, minutes: float) -> list[str]:
+    """Scripted demo calls, added in script order until their audio reaches `minutes`.
+
+    The first round uses the demo dates; each further round the next three days, so repeating the
+    scripts gives new partitions (and new call ids) rather than overwriting the same files.
+    """
+    from callintel_dagster.demo_calls import load_scripts, load_truth, write_demo_calls
+
+    scripts = load_scripts()
+    first = dt.date.fromisoformat(DEMO_DATES[0])
+    total_s, dates, rounds = 0.0, set(), 0
+    while True:
+        round_dates = [(first + dt.timedelta(days=rounds * len(DEMO_DATES) + n)).isoformat()
+                       for n in range(len(DEMO_DATES))]
+        for script in scripts:
+            [path] = write_demo_calls(blob_root, round_dates, names={script.name})
+            truth = load_truth(path)
+            dates.add(truth["call_date"])
+            total_s += truth["duration_s"] or 0.0
+            if total_s >= minutes * 60:
+                return sorted(dates)
+        rounds += 1
+
+
+def _pipeline_resources(work: Path, models_root: Path) -> dict:
+    """The project's local resources with every data path inside `work`, the rules engine as the
+    compliance assessor (no endpoint), and the stored tone model, so no stage trains anything."""
+    from callintel_dagster.definitions import build_resources
+    from callintel_dagster.resources.blob_store import LocalBlobStore
+    from callintel_dagster.resources.lakehouse import DeltaLakehouse
+    from callintel_dagster.resources.llm import RulesAssessor
+    from callintel_dagster.resources.models import ModelSettings
+    from callintel_dagster.resources.reports import ReportSettings
+
+    return build_resources("local") | {
+        "blob_store": LocalBlobStore(root=str(work / "blobs")),
+        "lakehouse": DeltaLakehouse(root=str(work / "lakehouse")),
+        "models": ModelSettings(models_root=str(models_root)),
+        "compliance_assessor": RulesAssessor(),
+        "reports": ReportSettings(root=str(work / "dashboards")),
+    }
+
+
+def _stage_rows(steps: dict[str, list[float]], stage_meta: dict[str, list[dict]],
+                audio_by_date: dict[str, float]) -> list[dict]:
+    """One row per step, summed over the date runs.
+
+    Spark stages (those whose metadata has `model_seconds`) report the per-call task seconds; the VAD
+    step decodes and runs silero in the Dagster process and reports its loop's real-time factor,
+    from which its model seconds follow. Task seconds include each worker's first model load.
+    """
+    rows = []
+    for step, walls in steps.items():
+        wall = sum(walls)
+        metas = stage_meta.get(step, [])
+        row = {"stage": step, "wall_seconds": round(wall, 2), "audio_seconds_per_wall_second": None,
+               "spark_wall_seconds": None, "task_seconds": None, "inference_share": None}
+        if metas and all("model_seconds" in meta for meta in metas):
+            stage_audio = sum(float(meta["audio_minutes"]) for meta in metas) * 60
+            task = sum(float(meta["model_seconds"]) for meta in metas)
+            row |= {"spark_wall_seconds": round(sum(float(meta["wall_seconds"]) for meta in metas), 2),
+                    "task_seconds": round(task, 2), "audio_seconds_per_wall_second": round(stage_audio / wall, 3)}
+        elif metas and all("realtime_factor" in meta for meta in metas):
+            loop = sum(float(meta["realtime_factor"]) * audio_by_date[meta["call_date"]] for meta in metas)
+            row |= {"task_seconds": round(loop, 2),
+                    "audio_seconds_per_wall_second": round(sum(audio_by_date.values()) / wall, 3)}
+        if row["task_seconds"] is not None and wall:
+            row["inference_share"] = round(row["task_seconds"] / wall, 3)
+        rows.append(row)
+    return rows
+
+
+def _pipeline_flags(flags) -> dict[str, dict]:
+    """`compliance_flags` rows as `{call_id: {flag: bool | None}}`; the table's nullable booleans
+    (pd.NA) become None, which `flag_scores` reads as "not flagged"."""
+    import pandas as pd
+
+    from callintel_dagster.engines.compliance import FLAG_FIELDS
+
+    return {
+        row["call_id"]: {name: None if pd.isna(row[name]) else row[name] for name in (*FLAG_FIELDS, "overall_sentiment")}
+        for row in flags.to_dict("records")
+    }
+
+
+def _step_seconds(instance, run_id: str) -> dict[str, float]:
+    """Wall time of each step of a run, from its STEP_START / STEP_SUCCESS events, in start order."""
+    from dagster import DagsterEventType
+
+    starts, seconds = {}, {}
+    for entry in instance.all_logs(run_id):
+        event = entry.dagster_event
+        if event is None:
+            continue
+        if event.event_type == DagsterEventType.STEP_START:
+            starts[event.step_key] = entry.timestamp
+        elif event.event_type == DagsterEventType.STEP_SUCCESS:
+            seconds[event.step_key] = entry.timestamp - starts[event.step_key]
+    return {step: seconds[step] for step in starts if step in seconds}
+
+
+def _materialization_metadata(result) -> dict[str, dict]:
+    """Plain metadata values of each asset materialized by a run, by asset name."""
+    return {
+        event.asset_key.to_user_string(): {key: value.value for key, value in event.materialization.metadata.items()}
+        for event in result.get_asset_materialization_events()
+    }
+
+
+def _failure(instance, run_id: str) -> str:
+    from dagster import DagsterEventType
+
+    errors = [str(entry.dagster_event.event_specific_data.error.message).strip()
+              for entry in instance.all_logs(run_id, of_type=DagsterEventType.STEP_FAILURE)]
+    return "; ".join(errors) or "see the run's event log"
+
+
+def sequential_baseline(paths: list[Path], tone_dir: str) -> dict[str, Any]:
+    """The same engine functions in one plain loop, one file after another, models loaded once
+    (section 1 already loaded them in this process): what a script without Dagster or Spark does."""
+    from callintel_dagster.engines.asr import transcribe
+    from callintel_dagster.engines.audio import SAMPLE_RATE, decode_audio
+    from callintel_dagster.engines.diarize import diarize
+    from callintel_dagster.engines.tone import score_segments, tone_windows
+    from callintel_dagster.engines.vad import speech_segments
+
+    models, vad_config, tone_config = _pipeline_configs(tone_dir)
+    times = dict.fromkeys(SAMPLE_STAGES, 0.0)
+    audio_s = 0.0
+    started = time.perf_counter()
+    for path in paths:
+        lap: dict[str, float] = {}
+        with _clock(lap, "decode"):
+            audio = decode_audio(path)
+        with _clock(lap, "vad"):
+            speech = speech_segments(audio, vad_config)
+        with _clock(lap, "asr"):
+            transcribe(audio, models.asr_config())
+        with _clock(lap, "diarization"):
+            diarize(audio, models.diarization_config())
+        with _clock(lap, "tone"):
+            score_segments(audio, tone_windows(speech, models.tone_window_s), tone_config)
+        audio_s += audio.size / SAMPLE_RATE
+        for stage, seconds in lap.items():
+            times[stage] += seconds
+    wall = time.perf_counter() - started
+    return {
+        "calls": len(paths),
+        "audio_minutes": round(audio_s / 60, 2),
+        "wall_seconds": round(wall, 2),
+        "audio_seconds_per_wall_second": round(audio_s / wall, 3),
+        "stage_seconds": {stage: round(seconds, 2) for stage, seconds in times.items()},
+    }
+
+
+class MemorySampler:
+    """Peak resident memory of this process plus all its descendants (Spark's JVM and its Python
+    workers), sampled from a background thread; a child that lives between two samples is missed,
+    so this is a lower bound on the true peak."""
+
+    def __init__(self, interval_s: float = 0.2) -> None:
+        self.interval_s = interval_s
+        self.peak_bytes = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="bench-memory", daemon=True)
+
+    @property
+    def peak_mb(self) -> float:
+        return round(self.peak_bytes / 2**20, 1)
+
+    def __enter__(self) -> MemorySampler:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def _run(self) -> None:
+        import psutil
+
+        me = psutil.Process()
+        while True:
+            total = 0
+            for process in (me, *me.children(recursive=True)):
+                with contextlib.suppress(psutil.Error):
+                    total += process.memory_info().rss
+            self.peak_bytes = max(self.peak_bytes, total)
+            if self._stop.wait(self.interval_s):
+                return
+
+
+# --- 5. machine ---------------------------------------------------------------------------------------
+
+
+def machine_info() -> dict[str, Any]:
+    import psutil
+    import torch
+
+    versions = {"python": platform.python_version()}
+    for package in VERSIONED_PACKAGES:
+        with contextlib.suppress(importlib.metadata.PackageNotFoundError):
+            versions[package] = importlib.metadata.version(package)
+    with contextlib.suppress(importlib.metadata.PackageNotFoundError):
+        versions["callintel_dagster"] = importlib.metadata.version("callintel_dagster")
+    return {
+        "platform": platform.platform(),
+        "cpu": _cpu_model(),
+        "logical_cores": os.cpu_count(),
+        "usable_cores": len(os.sched_getaffinity(0)),
+        "physical_cores": psutil.cpu_count(logical=False),
+        "ram_gb": round(psutil.virtual_memory().total / 2**30, 1),
+        "torch_threads": torch.get_num_threads(),
+        "versions": versions,
+    }
+
+
+def _cpu_model() -> str:
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    return platform.processor() or "unknown"
+
+
+# --- report -------------------------------------------------------------------------------------------
+
+
+def render_markdown(report: dict[str, Any]) -> str:
+    """The whole report as markdown tables (the same numbers as the JSON)."""
+    sample, tone, flags, tput = report["sample_call"], report["tone_model"], report["compliance_flags"], report["throughput"]
+    machine, stamps = report["machine"], report["timestamps"]
+    base = tput["baseline"]
+    lines = [
+        "# CallIntel benchmark",
+        "",
+        f"{stamps['started_at']} → {stamps['finished_at']} ({stamps['total_seconds']} s) on {machine['cpu']}, "
+        f"{machine['usable_cores']} usable cores, {machine['ram_gb']} GB RAM, torch threads {machine['torch_threads']}.",
+        "",
+        f"## 1. Quality on the real sample call ({sample['audio']}, {sample['audio_seconds']} s)",
+        "",
+        "| metric | value |",
+        "|---|---|",
+        f"| WER, Whisper tiny.en, whole call vs sample.stm | {_fmt(sample['wer'])} |",
+        f"| DER vs sample.rttm, collar 0 | {_fmt(sample['der_collar_0'])} |",
+        f"| DER vs sample.rttm, collar 0.25 s | {_fmt(sample['der_collar_0_25'])} |",
+        "",
+        f"Models loaded (median of {sample['warm_runs']} warm run(s)); the first call's extra time is reported as load.",
+        "",
+        "| stage | seconds | real-time factor | first call s | load s |",
+        "|---|---|---|---|---|",
+        *(f"| {stage} | {_fmt(row['seconds'])} | {_fmt(row['real_time_factor'])} | "
+          f"{_fmt(row['first_call_seconds'])} | {_fmt(row['load_seconds'])} |" for stage, row in sample["stages"].items()),
+        f"| **all** | {_fmt(sample['total_seconds'])} | {_fmt(sample['total_real_time_factor'])} | | |",
+        "",
+        "## 2. Tone model (held-out EmoFilm scenes)",
+        "",
+        "| metric | value |",
+        "|---|---|",
+        f"| accuracy | {_fmt(tone['held_out_accuracy'])} |",
+        f"| macro-F1 | {_fmt(tone['held_out_macro_f1'])} |",
+        f"| chance (majority / uniform) | {_fmt(tone['chance_majority'])} / {_fmt(tone['chance_uniform'])} |",
+        f"| stricter voice-cluster split: accuracy / macro-F1 | {_fmt(tone['voice_cluster_accuracy'])} / "
+        f"{_fmt(tone['voice_cluster_macro_f1'])} |",
+        f"| clips, source | {tone['n_clips']}, {tone['source']} |",
+        "",
+        f"## 3. Compliance flags vs ground truth ({flags['calls']} scripted calls)",
+        "",
+        "| flag | support | truth text P / R / F1 | pipeline P / R / F1 |",
+        "|---|---|---|---|",
+        *(f"| {flag} | {flags['ground_truth_text']['per_flag'][flag]['support']} | "
+          f"{_prf(flags['ground_truth_text']['per_flag'][flag])} | {_prf(flags['pipeline']['per_flag'].get(flag))} |"
+          for flag in flags["flags"] if flag in flags["ground_truth_text"]["per_flag"]),
+        f"| **macro-F1** | | {_fmt(flags['ground_truth_text']['macro_f1'])} | {_fmt(flags['pipeline']['macro_f1'])} |",
+        f"| sentiment accuracy | | {_fmt(flags['ground_truth_text']['sentiment_accuracy'])} | "
+        f"{_fmt(flags['pipeline']['sentiment_accuracy'])} |",
+        "",
+        f"## 4. Throughput end to end ({tput['calls']} calls, {tput['audio_minutes']} min of audio, "
+        f"{len(tput['dates'])} date(s), {tput['spark_slots']} Spark slots)",
+        "",
+        "| stage | wall s | audio s / wall s | Spark wall s | task s | task s / wall s |",
+        "|---|---|---|---|---|---|",
+        *(f"| {row['stage']} | {_fmt(row['wall_seconds'])} | {_fmt(row['audio_seconds_per_wall_second'])} | "
+          f"{_fmt(row['spark_wall_seconds'])} | {_fmt(row['task_seconds'])} | {_fmt(row['inference_share'])} |"
+          for row in tput["stages"]),
+        "",
+        "| figure | value |",
+        "|---|---|",
+        f"| pipeline runs, wall s (per date) | {_fmt(tput['pipeline_wall_seconds'])} "
+        f"({', '.join(_fmt(run['wall_seconds']) for run in tput['runs'])}) |",
+        f"| pipeline audio s / wall s | {_fmt(tput['pipeline_audio_seconds_per_wall_second'])} |",
+        f"| model task s / run wall s | {_fmt(tput['model_share_of_run_wall'])} |",
+        f"| pipeline peak RSS (process + Spark), MB | {_fmt(tput['pipeline_peak_rss_mb'])} |",
+        f"| sequential loop wall s (decode → VAD → ASR → diarize → tone) | {_fmt(base['wall_seconds'])} |",
+        f"| sequential loop audio s / wall s | {_fmt(base['audio_seconds_per_wall_second'])} |",
+        f"| sequential loop peak RSS, MB | {_fmt(base['peak_rss_mb'])} |",
+        f"| speed-up, pipeline {' + '.join(BASELINE_STAGES)} ({_fmt(base['pipeline_same_stages_wall_seconds'])} s) "
+        f"vs loop | {_fmt(base['speedup_vs_pipeline_model_stages'])}× |",
+        f"| speed-up, whole pipeline vs loop | {_fmt(base['speedup_vs_pipeline_end_to_end'])}× |",
+        f"| dashboard backfill {tput['backfill']['dates']} as one run, wall s | {_fmt(tput['backfill']['wall_seconds'])} |",
+        "",
+        "Task seconds are summed over Spark tasks that run side by side, so task s / wall s can reach the "
+        "number of Spark slots; they include each worker's first model load. A speed-up below 1 means the "
+        "plain loop was faster: see the per-date walls (the first date pays Spark start-up and the worker "
+        "model loads) and the gap between a stage's wall and its Spark wall (Delta MERGE, schema checks).",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def _prf(scores: dict | None) -> str:
+    if not scores:
+        return "–"
+    return " / ".join(_fmt(scores[key]) for key in ("precision", "recall", "f1"))
+
+
+def _fmt(value: Any) -> str:
+    if value is None:
+        return "–"
+    if isinstance(value, float):
+        return f"{value:.3f}" if abs(value) < 10 else f"{value:.1f}"
+    return str(value)
+
+
+# --- helpers ------------------------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def _clock(times: dict[str, float], name: str) -> Iterator[None]:
+    started = time.perf_counter()
+    yield
+    times[name] = time.perf_counter() - started
+
+
+def _rounded(scores: dict) -> dict:
+    return {key: round(value, 4) if isinstance(value, float) else value for key, value in scores.items()}
+
+
+def _mean_defined(values) -> float | None:
+    defined = [value for value in values if value is not None]
+    return round(statistics.mean(defined), 4) if defined else None
+
+
+def _json_default(value: Any) -> Any:
+    if hasattr(value, "item"):
+        return value.item()
+    if hasattr(value, "isoformat"):
+        return value.isoformat()
+    raise TypeError(f"cannot serialise {type(value).__name__}")
+
+
+def _now() -> str:
+    return dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
+
+
+def _progress(message: str) -> None:
+    print(f"[bench] {message}", flush=True)
