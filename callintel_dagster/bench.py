@@ -179,7 +179,12 @@ def tone_model_section(tone_dir: Path) -> dict[str, Any]:
     """Held-out scores from the stored model card; trains (and stores) the model when no card made
     by the current code and data is there, the same rule the `tone_model` asset applies, so the
     pipeline run later reuses it instead of training again."""
-    from callintel_dagster.engines.tone import read_tone_card, save_tone_model, train_tone_model, training_versions
+    from callintel_dagster.engines.tone import (
+        read_tone_card,
+        save_tone_model,
+        train_tone_model,
+        training_versions,
+    )
 
     card = read_tone_card(tone_dir)
     source = "stored card"
@@ -253,7 +258,10 @@ def throughput_section(work: Path, models_root: Path, minutes: float) -> tuple[d
     sequential baseline over the same calls. Returns the report section, the ground truth of the
     scored calls and the compliance flags the pipeline wrote (for section 3)."""
     import dagster as dg
-    from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PARTITION_RANGE_START_TAG
+    from dagster._core.storage.tags import (
+        ASSET_PARTITION_RANGE_END_TAG,
+        ASSET_PARTITION_RANGE_START_TAG,
+    )
 
     from callintel_dagster.demo_calls import iter_truth
 

@@ -7,7 +7,10 @@ import os
 
 import dagster as dg
 
-from callintel_dagster.assets.characteristics import call_categories, call_characteristics
+from callintel_dagster.assets.characteristics import (
+    call_categories,
+    call_characteristics,
+)
 from callintel_dagster.assets.compliance import compliance_flags
 from callintel_dagster.assets.ingest import raw_call_audio
 from callintel_dagster.assets.insights import fused_insights, insights_dashboard
@@ -18,7 +21,11 @@ from callintel_dagster.jobs import call_pipeline_job, reprocess_malformed_job
 from callintel_dagster.resources.blob_store import AzureBlobStore, LocalBlobStore
 from callintel_dagster.resources.categories import CategorySettings
 from callintel_dagster.resources.compute import LocalSparkCompute
-from callintel_dagster.resources.databricks import DatabricksPipesCompute, GpuClusterSpec, SparkDeltaLakehouse
+from callintel_dagster.resources.databricks import (
+    DatabricksPipesCompute,
+    GpuClusterSpec,
+    SparkDeltaLakehouse,
+)
 from callintel_dagster.resources.lakehouse import DeltaLakehouse
 from callintel_dagster.resources.llm import OpenAICompatibleAssessor, RulesAssessor
 from callintel_dagster.resources.models import ModelSettings

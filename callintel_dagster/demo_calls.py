@@ -206,7 +206,9 @@ def write_demo_calls(blob_root: Path, dates: list[str] | None = None,
     the run to those scripts (fast tests, or re-listening to one script while editing it).
     """
     if dates is None:
-        from callintel_dagster.cli import DEMO_DATES  # late: the CLI imports this module for `demo`
+        from callintel_dagster.cli import (
+            DEMO_DATES,  # late: the CLI imports this module for `demo`
+        )
 
         dates = DEMO_DATES
     written = []

@@ -3,19 +3,13 @@ broken input production sees (empty, truncated, not audio, silent)."""
 
 from __future__ import annotations
 
-import importlib.resources
 import shutil
 from pathlib import Path
 
 import numpy as np
 import soundfile
 
-SAMPLE_CALL_NAME = "sample.wav"
-
-
-def sample_call_path() -> Path:
-    """The real 30 s two-party phone call shipped in the pyannote.audio wheel."""
-    return Path(str(importlib.resources.files("pyannote.audio") / "sample" / SAMPLE_CALL_NAME))
+from callintel_dagster.engines.reference import sample_call_path
 
 
 def write_sample_call(folder: Path, name: str = "agent-ana__sample-call.wav") -> Path:

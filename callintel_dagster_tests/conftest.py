@@ -61,7 +61,11 @@ def tiny_wav2vec2_dir(tmp_path_factory) -> str:
     padded batch must reproduce unpadded per-segment scores; that is what the batching test checks.
     """
     import torch
-    from transformers import Wav2Vec2Config, Wav2Vec2FeatureExtractor, Wav2Vec2ForSequenceClassification
+    from transformers import (
+        Wav2Vec2Config,
+        Wav2Vec2FeatureExtractor,
+        Wav2Vec2ForSequenceClassification,
+    )
 
     torch.manual_seed(0)
     config = Wav2Vec2Config(

@@ -16,7 +16,11 @@ from callintel_dagster.assets.ingest import raw_call_audio
 from callintel_dagster.assets.segments import valid_segments
 from callintel_dagster.assets.tone import tone_model, tone_scores
 from callintel_dagster.assets.transcripts import transcripts
-from callintel_dagster.engines.reference import load_stm_words, normalize_text, word_error_rate
+from callintel_dagster.engines.reference import (
+    load_stm_words,
+    normalize_text,
+    word_error_rate,
+)
 from callintel_dagster.resources.compute import LocalSparkCompute
 from callintel_dagster.resources.llm import OpenAICompatibleAssessor, RulesAssessor
 from callintel_dagster.resources.models import ModelSettings

@@ -10,9 +10,23 @@ import pytest
 import soundfile
 
 from callintel_dagster.demo_data import sample_call_path
-from callintel_dagster.engines.audio import SAMPLE_RATE, AudioDecodeError, decode_audio, probe_audio
-from callintel_dagster.engines.ingest import agent_id_for, call_id_for, inventory_recording
-from callintel_dagster.engines.vad import VadConfig, segment_table, speech_segments, speech_stats
+from callintel_dagster.engines.audio import (
+    SAMPLE_RATE,
+    AudioDecodeError,
+    decode_audio,
+    probe_audio,
+)
+from callintel_dagster.engines.ingest import (
+    agent_id_for,
+    call_id_for,
+    inventory_recording,
+)
+from callintel_dagster.engines.vad import (
+    VadConfig,
+    segment_table,
+    speech_segments,
+    speech_stats,
+)
 
 
 def _rttm_speech(path: Path) -> list[tuple[float, float]]:

@@ -27,7 +27,10 @@ from callintel_dagster.engines.categories import (
     load_categories,
     match_categories,
 )
-from callintel_dagster.engines.characteristics import call_characteristics, turn_sentiment
+from callintel_dagster.engines.characteristics import (
+    call_characteristics,
+    turn_sentiment,
+)
 
 VADER = SentimentIntensityAnalyzer()
 

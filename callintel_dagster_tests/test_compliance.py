@@ -32,7 +32,12 @@ from callintel_dagster.engines.compliance import (
     validate_against_transcript,
 )
 from callintel_dagster.engines.llm_client import LLMClient, run_bounded
-from callintel_dagster.engines.redaction import phi_word_indices, redact_slice, redact_text, redact_turns
+from callintel_dagster.engines.redaction import (
+    phi_word_indices,
+    redact_slice,
+    redact_text,
+    redact_turns,
+)
 from callintel_dagster.engines.rules import assess_call_with_rules
 from callintel_dagster_tests.fake_openai_server import FakeOpenAIServer, Fault
 

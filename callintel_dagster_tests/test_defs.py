@@ -45,7 +45,10 @@ def test_unknown_environment_is_a_clear_error():
 
 def test_databricks_resources_bind_from_env_without_touching_the_network(monkeypatch):
     from callintel_dagster.definitions import build_compute, build_lakehouse
-    from callintel_dagster.resources.databricks import DatabricksPipesCompute, SparkDeltaLakehouse
+    from callintel_dagster.resources.databricks import (
+        DatabricksPipesCompute,
+        SparkDeltaLakehouse,
+    )
 
     assert isinstance(build_compute("databricks"), DatabricksPipesCompute)
     monkeypatch.setenv("CALLINTEL_LAKEHOUSE", "spark")

@@ -13,11 +13,21 @@ import pandas as pd
 import pytest
 
 from callintel_dagster.engines.dashboard import (
-    CHART_IDS, EVIDENCE_ID, REVIEW_TABLE_ID, dashboard_markdown, render_dashboard,
+    CHART_IDS,
+    EVIDENCE_ID,
+    REVIEW_TABLE_ID,
+    dashboard_markdown,
+    render_dashboard,
 )
 from callintel_dagster.engines.fusion import OUTPUT_DTYPES, fuse_calls
 from callintel_dagster.schemas import (
-    CallTone, ComplianceFlags, ConversationMetrics, RawCallAudio, SpeechActivity, ToneScores, Transcripts,
+    CallTone,
+    ComplianceFlags,
+    ConversationMetrics,
+    RawCallAudio,
+    SpeechActivity,
+    ToneScores,
+    Transcripts,
 )
 
 CHROMIUM = Path("/usr/bin/chromium")

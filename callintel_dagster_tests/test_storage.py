@@ -5,12 +5,15 @@ from __future__ import annotations
 import datetime as dt
 
 import fsspec
-import pandas as pd
 import pyarrow as pa
 import pytest
 from deltalake import DeltaTable
 
-from callintel_dagster.resources.blob_store import AzureBlobStore, BlobStore, LocalBlobStore
+from callintel_dagster.resources.blob_store import (
+    AzureBlobStore,
+    BlobStore,
+    LocalBlobStore,
+)
 from callintel_dagster.resources.lakehouse import DeltaLakehouse
 
 D1, D2 = dt.date(2026, 11, 23), dt.date(2026, 11, 24)

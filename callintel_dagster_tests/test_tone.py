@@ -12,8 +12,6 @@ import pytest
 from callintel_dagster.engines import tone
 from callintel_dagster.engines.audio import SAMPLE_RATE, decode_audio
 
-from callintel_dagster_tests.conftest import SOURCE_LABELS
-
 
 def _call_audio(seconds: float, seed: int = 0) -> np.ndarray:
     """Noise plus a wandering tone: enough structure that different windows get different outputs."""
@@ -71,7 +69,11 @@ def test_long_segment_is_windowed_into_one_duration_weighted_row(tiny_wav2vec2_d
 
 
 def test_unmapped_source_label_is_rejected(tmp_path):
-    from transformers import Wav2Vec2Config, Wav2Vec2FeatureExtractor, Wav2Vec2ForSequenceClassification
+    from transformers import (
+        Wav2Vec2Config,
+        Wav2Vec2FeatureExtractor,
+        Wav2Vec2ForSequenceClassification,
+    )
 
     config = Wav2Vec2Config(
         hidden_size=16, num_hidden_layers=1, num_attention_heads=2, intermediate_size=32, conv_dim=(8,),

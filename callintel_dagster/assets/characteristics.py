@@ -1,14 +1,22 @@
 """`call_characteristics` + `turn_sentiment` (per role / per turn) and `call_categories` (QA rules)."""
 
-import json
 
 import dagster as dg
 import pandas as pd
 
 from callintel_dagster.assets.model_stage import run_model_stage, usable_calls
-from callintel_dagster.assets.tables import partition_date, rows_frame, schema_check_spec, validate_and_merge, with_audit_columns
+from callintel_dagster.assets.tables import (
+    partition_date,
+    rows_frame,
+    schema_check_spec,
+    validate_and_merge,
+    with_audit_columns,
+)
 from callintel_dagster.engines.categories import CategoryFileError, match_categories
-from callintel_dagster.engines.characteristics import TURN_TABLE_COLUMNS, CharacteristicsTask
+from callintel_dagster.engines.characteristics import (
+    TURN_TABLE_COLUMNS,
+    CharacteristicsTask,
+)
 from callintel_dagster.partitions import call_date_partitions
 from callintel_dagster.resources.blob_store import BlobStore
 from callintel_dagster.resources.categories import CategorySettings

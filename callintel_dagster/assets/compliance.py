@@ -4,7 +4,13 @@ evidence; LLM strict JSON cross-checked by the rules engine, or the rules engine
 import dagster as dg
 import pandas as pd
 
-from callintel_dagster.assets.tables import partition_date, rows_frame, schema_check_spec, validate_and_merge, with_audit_columns
+from callintel_dagster.assets.tables import (
+    partition_date,
+    rows_frame,
+    schema_check_spec,
+    validate_and_merge,
+    with_audit_columns,
+)
 from callintel_dagster.engines.compliance import assessment_to_row
 from callintel_dagster.engines.llm_client import LLMUnavailableError
 from callintel_dagster.partitions import call_date_partitions

@@ -5,7 +5,12 @@ import shutil
 
 import dagster as dg
 
-from callintel_dagster.assets.tables import partition_date, schema_check_spec, validate_and_merge, with_audit_columns
+from callintel_dagster.assets.tables import (
+    partition_date,
+    schema_check_spec,
+    validate_and_merge,
+    with_audit_columns,
+)
 from callintel_dagster.engines.dashboard import dashboard_markdown, render_dashboard
 from callintel_dagster.engines.fusion import fuse_calls
 from callintel_dagster.partitions import call_date_partitions

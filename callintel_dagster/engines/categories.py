@@ -67,7 +67,15 @@ from typing import Annotated, Any, Literal, Union
 import numpy as np
 import pandas as pd
 import yaml
-from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Discriminator,
+    Field,
+    Tag,
+    ValidationError,
+    model_validator,
+)
 from rapidfuzz import fuzz
 
 from callintel_dagster.engines.characteristics import (

@@ -51,7 +51,12 @@ import numpy as np
 import pandas as pd
 from vaderSentiment.vaderSentiment import SentimentIntensityAnalyzer
 
-from callintel_dagster.engines.align import AGENT, CUSTOMER, INTERRUPTION_MIN_OVERLAP_S, TURN_COLUMNS
+from callintel_dagster.engines.align import (
+    AGENT,
+    CUSTOMER,
+    INTERRUPTION_MIN_OVERLAP_S,
+    TURN_COLUMNS,
+)
 from callintel_dagster.engines.audio import SAMPLE_RATE, decode_audio
 
 ROLES = (AGENT, CUSTOMER)

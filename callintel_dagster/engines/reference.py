@@ -13,7 +13,6 @@ The folder is located with `importlib.util.find_spec`, which does not execute
 from __future__ import annotations
 
 import dataclasses
-import importlib.util
 import re
 from collections.abc import Iterable
 from pathlib import Path
@@ -21,6 +20,8 @@ from pathlib import Path
 import jiwer
 from pyannote.core import Annotation, Segment
 from pyannote.metrics.diarization import DiarizationErrorRate
+
+from callintel_dagster.engines.packaged import packaged_file
 
 SAMPLE_URI = "sample"
 
@@ -37,13 +38,7 @@ class StmUtterance:
 
 def sample_dir() -> Path:
     """Folder of the pyannote.audio sample inside the installed wheel."""
-    spec = importlib.util.find_spec("pyannote.audio")
-    if spec is None or not spec.submodule_search_locations:
-        raise FileNotFoundError("pyannote.audio is not installed; its wheel ships the reference call")
-    folder = Path(next(iter(spec.submodule_search_locations))) / "sample"
-    if not (folder / f"{SAMPLE_URI}.wav").is_file():
-        raise FileNotFoundError(f"{folder} does not contain {SAMPLE_URI}.wav")
-    return folder
+    return packaged_file("pyannote.audio", f"sample/{SAMPLE_URI}.wav", "the reference sample call").parent
 
 
 def sample_call_path() -> Path:

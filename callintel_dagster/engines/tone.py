@@ -30,7 +30,6 @@ import dataclasses
 import datetime as dt
 import hashlib
 import importlib.metadata
-import importlib.util
 import json
 import math
 import re
@@ -44,6 +43,7 @@ import pandas as pd
 
 from callintel_dagster.engines.audio import SAMPLE_RATE, decode_audio
 from callintel_dagster.engines.model_cache import cached_model
+from callintel_dagster.engines.packaged import packaged_file
 
 TONE_LABELS: tuple[str, ...] = ("angry", "anxious", "sad", "neutral_positive")
 NEGATIVE_LABELS: frozenset[str] = frozenset({"angry", "anxious", "sad"})
@@ -120,15 +120,6 @@ class ToneModelBundle:
 # --------------------------------------------------------------------------------------------------
 # Embedded features: Resemblyzer speaker-encoder embedding + prosody
 # --------------------------------------------------------------------------------------------------
-
-def _package_dir(name: str) -> Path:
-    """Directory of an installed package, found without importing it (ERL's __init__ imports
-    heavy dependencies we never use)."""
-    spec = importlib.util.find_spec(name)
-    if spec is None or not spec.submodule_search_locations:
-        raise ModuleNotFoundError(f"package {name!r} is not installed")
-    return Path(next(iter(spec.submodule_search_locations)))
-
 
 def _speaker_embeddings(clips: Sequence[np.ndarray]) -> np.ndarray:
     """Resemblyzer utterance embeddings (n, 256) for all clips with ONE LSTM forward pass.
@@ -250,7 +241,7 @@ def emofilm_index(clips_dir: str | Path | None = None) -> pd.DataFrame:
     same scene and voice (mean speaker-embedding cosine 0.73 vs 0.57 across scenes), so the scene
     (`f_ans001`) is the best available speaker proxy and the group key for held-out evaluation.
     """
-    root = Path(clips_dir) if clips_dir is not None else _package_dir("ERL") / "data" / "es"
+    root = Path(clips_dir) if clips_dir is not None else packaged_file("ERL", "data/es", "the EmoFilm training clips")
     rows = []
     for path in sorted(root.glob("*.wav")):
         match = _EMOFILM_NAME.match(path.stem)

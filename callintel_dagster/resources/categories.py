@@ -3,7 +3,11 @@
 import dagster as dg
 from pydantic import Field
 
-from callintel_dagster.engines.categories import HEALTHCARE_CATEGORIES, Category, load_categories
+from callintel_dagster.engines.categories import (
+    HEALTHCARE_CATEGORIES,
+    Category,
+    load_categories,
+)
 
 
 class CategorySettings(dg.ConfigurableResource):

@@ -45,7 +45,11 @@ import pyarrow as pa
 from pydantic import Field
 
 from callintel_dagster.resources.compute import RESULT_COLUMNS, CallCompute, CallTask
-from callintel_dagster.resources.lakehouse import PARTITION_COLUMN, Lakehouse, _sql_literal
+from callintel_dagster.resources.lakehouse import (
+    PARTITION_COLUMN,
+    Lakehouse,
+    _sql_literal,
+)
 
 ENTRYPOINT_ARG = "--pipes-io"
 _SECRET_REF = re.compile(r"^[\w.-]+/[\w.-]+$")

@@ -21,6 +21,8 @@ from deltalake.exceptions import CommitFailedError, TableNotFoundError
 from pydantic import Field, PrivateAttr
 
 PARTITION_COLUMN = "call_date"
+LOG_RETENTION_PROPERTY = "delta.logRetentionDuration"
+DEFAULT_LOG_RETENTION = "interval 30 days"  # the Delta protocol's default when the property is unset
 
 
 def _sql_literal(value: object) -> str:
@@ -57,6 +59,14 @@ class Lakehouse(dg.ConfigurableResource, abc.ABC):
 
     @abc.abstractmethod
     def tables(self) -> list[str]: ...
+
+    def delete_rows(self, table: str, predicate: str) -> int:
+        """Delete rows matching a SQL predicate; returns rows deleted. Used by `forget_call`."""
+        raise NotImplementedError(f"{type(self).__name__} cannot delete rows; `forget_call` needs a delta-rs lakehouse")
+
+    def purge_history(self, table: str) -> int:
+        """Physically remove every file and log entry the current table version does not need."""
+        raise NotImplementedError(f"{type(self).__name__} cannot purge history; `forget_call` needs a delta-rs lakehouse")
 
 
 class DeltaLakehouse(Lakehouse):
@@ -132,8 +142,32 @@ class DeltaLakehouse(Lakehouse):
         return frame.to_pandas()
 
     def delete_rows(self, table: str, predicate: str) -> int:
-        """Delete rows matching a SQL predicate (used by the forget-call job); returns rows deleted."""
         target = self._open(table)
         if target is None:
             return 0
         return int(target.delete(predicate).get("num_deleted_rows", 0))
+
+    def purge_history(self, table: str) -> int:
+        """VACUUM with zero retention, then drop the transaction log before the current version.
+
+        A Delta DELETE only rewrites the data files that held the rows; the old files stay on disk
+        for time travel until VACUUM removes them. `full=True` also removes files no commit ever
+        referenced (left by a killed writer), which may hold the same rows. The log itself keeps
+        per-file min/max column statistics (call ids, blob keys, transcript text prefixes) and the
+        DELETE predicate, so the log before a fresh checkpoint is expired too: log cleanup only
+        honours `delta.logRetentionDuration`, which is set to zero for that one cleanup and then
+        restored. Time travel to any earlier version is gone afterwards, by design.
+
+        Zero retention deletes the files of a write that has not committed yet, so this must not run
+        while another writer is active (the `forget_call` op checks for in-progress runs).
+        Returns the number of data files removed."""
+        target = self._open(table)
+        if target is None:
+            return 0
+        removed = target.vacuum(retention_hours=0, enforce_retention_duration=False, dry_run=False, full=True)
+        previous = target.metadata().configuration.get(LOG_RETENTION_PROPERTY, DEFAULT_LOG_RETENTION)
+        target.alter.set_table_properties({LOG_RETENTION_PROPERTY: "interval 0 seconds"})
+        target.create_checkpoint()
+        target.cleanup_metadata()
+        target.alter.set_table_properties({LOG_RETENTION_PROPERTY: previous})
+        return len(removed)
