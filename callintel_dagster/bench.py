@@ -272,14 +272,15 @@ def throughput_section(work: Path, models_root: Path, minutes: float) -> tuple[d
 
     from callintel_dagster.definitions import defs
 
-    job = defs.resolve_job_def("call_pipeline_job")
+    # The project's assets and jobs, bound to the bench's resources (passing resources to
+    # execute_in_process is refused once a run selects a subset of assets, as the range run does).
+    bench_defs = dg.Definitions(assets=defs.assets, asset_checks=defs.asset_checks, jobs=defs.jobs, resources=resources)
+    job = bench_defs.resolve_job_def("call_pipeline_job")
     runs, steps, stage_meta = [], {}, {}
     with dg.DagsterInstance.ephemeral() as instance, MemorySampler() as pipeline_memory:
         for call_date in dates:
             started = time.perf_counter()
-            result = job.execute_in_process(
-                partition_key=call_date, instance=instance, resources=resources, raise_on_error=False
-            )
+            result = job.execute_in_process(partition_key=call_date, instance=instance, raise_on_error=False)
             wall = time.perf_counter() - started
             if not result.success:
                 raise RuntimeError(f"call_pipeline_job failed for {call_date}: {_failure(instance, result.run_id)}")
@@ -291,8 +292,7 @@ def throughput_section(work: Path, models_root: Path, minutes: float) -> tuple[d
                 stage_meta.setdefault(asset, []).append(metadata | {"call_date": call_date})
         started = time.perf_counter()
         backfill = job.execute_in_process(
-            instance=instance, resources=resources, raise_on_error=False,
-            asset_selection=[dg.AssetKey("insights_dashboard")],
+            instance=instance, raise_on_error=False, asset_selection=[dg.AssetKey("insights_dashboard")],
             tags={ASSET_PARTITION_RANGE_START_TAG: dates[0], ASSET_PARTITION_RANGE_END_TAG: dates[-1]},
         )
         backfill_wall = time.perf_counter() - started
@@ -431,7 +431,8 @@ def _pipeline_flags(flags) -> dict[str, dict]:
     from callintel_dagster.engines.compliance import FLAG_FIELDS
 
     return {
-        row["call_id"]: {name: None if pd.isna(row[name]) else row[name] for name in (*FLAG_FIELDS, "overall_sentiment")}
+        row["call_id"]: {name: None if pd.isna(row[name]) else bool(row[name]) for name in FLAG_FIELDS}
+        | {"overall_sentiment": None if pd.isna(row["overall_sentiment"]) else row["overall_sentiment"]}
         for row in flags.to_dict("records")
     }
 

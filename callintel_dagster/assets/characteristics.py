@@ -4,9 +4,14 @@
 import dagster as dg
 import pandas as pd
 
-from callintel_dagster.assets.model_stage import run_model_stage, usable_calls
+from callintel_dagster.assets.model_stage import (
+    MODEL_STAGE_BACKFILL,
+    run_model_stage,
+    usable_calls,
+)
 from callintel_dagster.assets.tables import (
     partition_date,
+    partition_dates,
     rows_frame,
     schema_check_spec,
     validate_and_merge,
@@ -53,30 +58,31 @@ def _json_by_call(frame: pd.DataFrame, columns: list[str], order: str) -> dict[s
     ],
     check_specs=[schema_check_spec("call_characteristics"), schema_check_spec("turn_sentiment")],
     partitions_def=call_date_partitions,
+    backfill_policy=MODEL_STAGE_BACKFILL,
 )
 def call_characteristics(context: dg.AssetExecutionContext, blob_store: BlobStore, lakehouse: Lakehouse, compute: CallCompute):
     """Amazon-Transcribe-Call-Analytics-style characteristics from our own audio, turns and tone,
     as Spark tasks (loudness reads the audio)."""
-    call_date = partition_date(context)
-    calls = usable_calls(lakehouse, blob_store, call_date)
-    turns = _json_by_call(lakehouse.read("transcripts", [call_date]), TURN_TABLE_COLUMNS, "turn_index")
-    tone = _json_by_call(lakehouse.read("tone_scores", [call_date]), TONE_COLUMNS, "start_s")
+    call_dates = partition_dates(context)
+    calls = usable_calls(lakehouse, blob_store, call_dates)
+    turns = _json_by_call(lakehouse.read("transcripts", call_dates), TURN_TABLE_COLUMNS, "turn_index")
+    tone = _json_by_call(lakehouse.read("tone_scores", call_dates), TONE_COLUMNS, "start_s")
     calls = calls[calls["call_id"].isin(turns)].reset_index(drop=True)
     calls["turns_json"] = [turns[c] for c in calls["call_id"]]
     calls["tone_json"] = [tone.get(c, "[]") for c in calls["call_id"]]
     tables, run_metadata = run_model_stage(
         context, stage="call_characteristics", calls=calls, task=CharacteristicsTask(),
-        compute=compute, lakehouse=lakehouse, call_date=call_date,
+        compute=compute, lakehouse=lakehouse, call_dates=call_dates,
     )
     per_role = tables.get("call_characteristics", rows_frame(CallCharacteristics, []))
     per_turn = tables.get("turn_sentiment", rows_frame(TurnSentiment, []))
     role_check, role_written = validate_and_merge(
         lakehouse, asset="call_characteristics", model=CallCharacteristics,
-        frame=with_audit_columns(per_role, call_date, context.run_id), keys=["call_id", "role"], call_date=call_date,
+        frame=with_audit_columns(per_role, None, context.run_id), keys=["call_id", "role"], call_dates=call_dates,
     )
     turn_check, turn_written = validate_and_merge(
         lakehouse, asset="turn_sentiment", model=TurnSentiment,
-        frame=with_audit_columns(per_turn, call_date, context.run_id), keys=["call_id", "turn_index"], call_date=call_date,
+        frame=with_audit_columns(per_turn, None, context.run_id), keys=["call_id", "turn_index"], call_dates=call_dates,
     )
     yield dg.MaterializeResult(asset_key="call_characteristics", metadata={**role_written, **run_metadata})
     yield dg.MaterializeResult(asset_key="turn_sentiment", metadata=turn_written)

@@ -53,7 +53,7 @@ def raw_call_audio(
 
     quarantined = frame[frame["status"] == "quarantined"]
     write_quarantine(
-        lakehouse, context, stage=STAGE, call_date=call_date,
+        lakehouse, context, stage=STAGE, call_dates=[call_date],
         rows=[
             {"call_id": r.call_id, "blob_key": r.blob_key, "blob_version": r.blob_version, "reason": r.error}
             for r in quarantined.itertuples()

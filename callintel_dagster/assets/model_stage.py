@@ -1,5 +1,9 @@
-"""The shared shape of the model stages: take the day's usable calls, run a per-call engine task as
-Spark tasks, quarantine the calls whose task failed, and return the rows of each output table."""
+"""The shared shape of the model stages: take the usable calls of the run's dates, run a per-call
+engine task over all of them as one Spark job, quarantine the calls whose task failed, and return
+the rows of each output table, each row stamped with its call's date.
+
+A single-run backfill (`BackfillPolicy.single_run`) hands these assets a whole date range, so a
+range is one Spark job with every model loaded once per worker, not one job per day."""
 
 from __future__ import annotations
 
@@ -14,16 +18,18 @@ from callintel_dagster.resources.blob_store import BlobStore
 from callintel_dagster.resources.compute import CallCompute, CallTask, decode_payloads
 from callintel_dagster.resources.lakehouse import Lakehouse
 
+MODEL_STAGE_BACKFILL = dg.BackfillPolicy.single_run()
 
-def usable_calls(lakehouse: Lakehouse, blob_store: BlobStore, call_date: dt.date) -> pd.DataFrame:
-    """Calls of the day that passed ingest and VAD, with a path the workers can decode."""
-    activity = lakehouse.read("speech_activity", [call_date])
+
+def usable_calls(lakehouse: Lakehouse, blob_store: BlobStore, call_dates: list[dt.date]) -> pd.DataFrame:
+    """Calls of the dates that passed ingest and VAD, with a path the workers can decode."""
+    activity = lakehouse.read("speech_activity", call_dates)
     if activity.empty:
-        return pd.DataFrame(columns=["call_id", "blob_key", "blob_version", "audio_path", "duration_s"])
-    raw = lakehouse.read("raw_call_audio", [call_date])[["call_id", "blob_key", "blob_version"]]
-    calls = activity[["call_id", "duration_s"]].merge(raw, on="call_id", how="inner")
+        return pd.DataFrame(columns=["call_id", "call_date", "blob_key", "blob_version", "audio_path", "duration_s"])
+    raw = lakehouse.read("raw_call_audio", call_dates)[["call_id", "call_date", "blob_key", "blob_version"]]
+    calls = activity[["call_id", "call_date", "duration_s"]].merge(raw, on=["call_id", "call_date"], how="inner")
     calls["audio_path"] = [blob_store.uri(key) for key in calls["blob_key"]]
-    return calls.sort_values("call_id").reset_index(drop=True)
+    return calls.sort_values(["call_date", "call_id"]).reset_index(drop=True)
 
 
 def run_model_stage(
@@ -34,21 +40,23 @@ def run_model_stage(
     task: CallTask,
     compute: CallCompute,
     lakehouse: Lakehouse,
-    call_date: dt.date,
+    call_dates: list[dt.date],
 ) -> tuple[dict[str, pd.DataFrame], dict]:
     """Run `task` over `calls`; returns `{table: rows}` of the successful calls and run metadata."""
     audio_s = float(calls["duration_s"].astype(float).sum()) if len(calls) else 0.0
-    context.log.info(f"[{stage}] {len(calls)} calls, {audio_s / 60:.1f} min of audio → Spark tasks")
+    span = f"{call_dates[0]}" if len(call_dates) == 1 else f"{call_dates[0]}..{call_dates[-1]}"
+    context.log.info(f"[{stage}] {len(calls)} calls ({span}), {audio_s / 60:.1f} min of audio → Spark tasks")
     started = time.perf_counter()
-    results = compute.map_calls(calls, task, f"callintel {stage} {call_date}")
+    results = compute.map_calls(calls, task, f"callintel {stage} {span}")
     wall = time.perf_counter() - started
     by_call = calls.set_index("call_id")
     failed = results[results["status"] != "ok"]
     write_quarantine(
-        lakehouse, context, stage=stage, call_date=call_date,
+        lakehouse, context, stage=stage, call_dates=call_dates,
         rows=[
             {
                 "call_id": row.call_id,
+                "call_date": by_call.loc[row.call_id, "call_date"],
                 "blob_key": by_call.loc[row.call_id, "blob_key"],
                 "blob_version": by_call.loc[row.call_id, "blob_version"],
                 "reason": row.error,
@@ -60,6 +68,7 @@ def run_model_stage(
         context.log.debug(f"[{stage}] {row.call_id} done in {row.seconds:.1f} s")
     metadata = {
         "calls": len(calls),
+        "call_dates": len(call_dates),
         "quarantined": len(failed),
         "audio_minutes": round(audio_s / 60, 2),
         "wall_seconds": round(wall, 2),
@@ -67,4 +76,6 @@ def run_model_stage(
     }
     if audio_s:
         metadata["audio_seconds_per_wall_second"] = round(audio_s / wall, 3)
-    return decode_payloads(results), metadata
+    dates = by_call["call_date"].to_dict()
+    tables = {name: rows.assign(call_date=rows["call_id"].map(dates)) for name, rows in decode_payloads(results).items()}
+    return tables, metadata

@@ -82,7 +82,7 @@ def valid_segments(
             f"speech ratio {stats['speech_ratio']:.2f}"
         )
     elapsed = time.perf_counter() - started
-    write_quarantine(lakehouse, context, stage=STAGE, call_date=call_date, rows=quarantined)
+    write_quarantine(lakehouse, context, stage=STAGE, call_dates=[call_date], rows=quarantined)
 
     segments = rows_frame(ValidSegments, [])
     if segment_frames:

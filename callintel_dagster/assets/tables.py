@@ -32,6 +32,13 @@ def partition_date(context: dg.AssetExecutionContext) -> dt.date:
     return dt.date.fromisoformat(context.partition_key)
 
 
+def partition_dates(context: dg.AssetExecutionContext) -> list[dt.date]:
+    """Every call date of the run: one for a partition run, the whole range for a single-run backfill."""
+    window = context.partition_time_window
+    start, end = window.start.date(), window.end.date()
+    return [start + dt.timedelta(days=n) for n in range((end - start).days)]
+
+
 AUDIT_COLUMNS = ("call_date", "run_id")
 
 
@@ -41,9 +48,11 @@ def rows_frame(model: type[pa.DataFrameModel], rows: list[dict]) -> pd.DataFrame
     return pd.DataFrame(rows, columns=columns)
 
 
-def with_audit_columns(frame: pd.DataFrame, call_date: dt.date, run_id: str) -> pd.DataFrame:
+def with_audit_columns(frame: pd.DataFrame, call_date: dt.date | None, run_id: str) -> pd.DataFrame:
+    """Add `run_id`, and `call_date` unless the rows already carry their own (multi-date runs)."""
     frame = frame.copy()
-    frame["call_date"] = call_date
+    if call_date is not None:
+        frame["call_date"] = call_date
     frame["run_id"] = run_id
     return frame
 
@@ -55,12 +64,16 @@ def validate_and_merge(
     model: type[pa.DataFrameModel],
     frame: pd.DataFrame,
     keys: list[str],
-    call_date: dt.date,
+    call_date: dt.date | None = None,
+    call_dates: list[dt.date] | None = None,
     table: str | None = None,
     scope: dict[str, str] | None = None,
     call_ids: list[str] | None = None,
 ) -> tuple[dg.AssetCheckResult, dict]:
-    """Validate `frame` with `model`; write it only when valid. Returns the check and write metadata."""
+    """Validate `frame` with `model`; write it only when valid, one partition-scoped MERGE per call
+    date (`call_date`, or every date of `call_dates` for a range run). Returns the check and write
+    metadata."""
+    dates = [call_date] if call_date is not None else list(call_dates or [])
     table = table or asset
     columns = list(model.to_schema().columns)
     try:
@@ -79,8 +92,13 @@ def validate_and_merge(
             description=f"{len(exc.failure_cases)} contract violations; nothing was written to `{table}`.",
         )
         return check, {"written": False, "table": table}
-    arrow = pyarrow.Table.from_pandas(valid[columns], schema=arrow_schema(model), preserve_index=False)
-    metrics = lakehouse.merge_partition(table, arrow, keys, call_date, scope=scope, call_ids=call_ids)
+    totals: dict[str, int] = {}
+    for date in dates:
+        rows = valid.loc[valid["call_date"] == date, columns]
+        arrow = pyarrow.Table.from_pandas(rows, schema=arrow_schema(model), preserve_index=False)
+        metrics = lakehouse.merge_partition(table, arrow, keys, date, scope=scope, call_ids=call_ids)
+        for name, value in metrics.items():
+            totals[name] = totals.get(name, 0) + value
     check = dg.AssetCheckResult(
         check_name=SCHEMA_CHECK, asset_key=asset, passed=True, metadata={"rows_checked": len(valid)}
     )
@@ -89,7 +107,7 @@ def validate_and_merge(
         "table": table,
         "table_uri": dg.MetadataValue.path(lakehouse.table_uri(table)),
         "dagster/row_count": len(valid),
-        **{k: v for k, v in metrics.items()},
+        **totals,
     }
 
 
@@ -98,20 +116,24 @@ def write_quarantine(
     context: dg.AssetExecutionContext,
     *,
     stage: str,
-    call_date: dt.date,
+    call_dates: list[dt.date],
     rows: list[dict],
 ) -> int:
-    """Replace `stage`'s quarantine rows for the partition: a re-run that now succeeds clears them."""
+    """Replace `stage`'s quarantine rows for the run's dates: a re-run that now succeeds clears them.
+    A row without `call_date` belongs to the run's only date."""
     now = pd.Timestamp.now(tz="UTC")
+    default_date = call_dates[0] if len(call_dates) == 1 else None
     frame = pd.DataFrame(
-        [{**row, "stage": stage, "quarantined_at": now} for row in rows],
-        columns=["call_id", "blob_key", "blob_version", "reason", "stage", "quarantined_at"],
+        [{"call_date": default_date, **row, "stage": stage, "quarantined_at": now} for row in rows],
+        columns=["call_id", "call_date", "blob_key", "blob_version", "reason", "stage", "quarantined_at"],
     )
-    frame = with_audit_columns(frame, call_date, context.run_id)
+    frame["run_id"] = context.run_id
     for row in rows:
         context.log.warning(f"[{stage}] quarantined call {row['call_id']} ({row['blob_key']}): {row['reason']}")
-    columns = list(QuarantinedCalls.to_schema().columns)
-    valid = QuarantinedCalls.validate(frame[columns], lazy=True)
-    arrow = pyarrow.Table.from_pandas(valid, schema=arrow_schema(QuarantinedCalls), preserve_index=False)
-    lakehouse.merge_partition("quarantined_calls", arrow, ["call_id", "stage"], call_date, scope={"stage": stage})
+    check, _ = validate_and_merge(
+        lakehouse, asset=stage, model=QuarantinedCalls, frame=frame, keys=["call_id", "stage"],
+        call_dates=call_dates, table="quarantined_calls", scope={"stage": stage},
+    )
+    if not check.passed:
+        raise ValueError(f"[{stage}] quarantine rows break their contract: {check.metadata}")
     return len(rows)

@@ -4,9 +4,13 @@ import json
 
 import dagster as dg
 
-from callintel_dagster.assets.model_stage import run_model_stage, usable_calls
+from callintel_dagster.assets.model_stage import (
+    MODEL_STAGE_BACKFILL,
+    run_model_stage,
+    usable_calls,
+)
 from callintel_dagster.assets.tables import (
-    partition_date,
+    partition_dates,
     rows_frame,
     schema_check_spec,
     validate_and_merge,
@@ -83,6 +87,7 @@ def tone_model(context: dg.AssetExecutionContext, config: ToneModelConfig, model
     ],
     check_specs=[schema_check_spec("tone_scores"), schema_check_spec("call_tone")],
     partitions_def=call_date_partitions,
+    backfill_policy=MODEL_STAGE_BACKFILL,
     retry_policy=dg.RetryPolicy(max_retries=2, delay=5, backoff=dg.Backoff.EXPONENTIAL, jitter=dg.Jitter.FULL),
 )
 def tone_scores(
@@ -94,14 +99,14 @@ def tone_scores(
 ):
     """Scores each call's speech (VAD segments cut into windows) with the configured tone model, as
     Spark tasks; one model load per worker process."""
-    call_date = partition_date(context)
+    call_dates = partition_dates(context)
     config = models.tone_config()
     if config.backend == "embedded" and read_tone_card(config.model_path) is None:
         raise dg.Failure(
             f"no tone model in {config.model_path}: materialize the `tone_model` asset first", allow_retries=False
         )
-    calls = usable_calls(lakehouse, blob_store, call_date)
-    segments = lakehouse.read("valid_segments", [call_date])
+    calls = usable_calls(lakehouse, blob_store, call_dates)
+    segments = lakehouse.read("valid_segments", call_dates)
     spans = {}
     if len(segments):
         speech = segments[segments["kind"] == "speech"].sort_values(["call_id", "start_s"])
@@ -109,20 +114,20 @@ def tone_scores(
     calls["speech_segments"] = [spans.get(call_id, "[]") for call_id in calls["call_id"]]
     tables, run_metadata = run_model_stage(
         context, stage=STAGE, calls=calls, task=ToneTask(config, models.tone_window_s),
-        compute=compute, lakehouse=lakehouse, call_date=call_date,
+        compute=compute, lakehouse=lakehouse, call_dates=call_dates,
     )
     model_id = f"{config.backend}:{config.model_path}"
     scores = tables.get("tone_scores", rows_frame(ToneScores, []))
     per_call = tables.get("call_tone", rows_frame(CallTone, []))
     score_check, score_written = validate_and_merge(
         lakehouse, asset="tone_scores", model=ToneScores,
-        frame=with_audit_columns(scores, call_date, context.run_id),
-        keys=["call_id", "segment_index"], call_date=call_date,
+        frame=with_audit_columns(scores, None, context.run_id),
+        keys=["call_id", "segment_index"], call_dates=call_dates,
     )
     call_check, call_written = validate_and_merge(
         lakehouse, asset="call_tone", model=CallTone,
-        frame=with_audit_columns(per_call.assign(model_id=model_id), call_date, context.run_id),
-        keys=["call_id"], call_date=call_date,
+        frame=with_audit_columns(per_call.assign(model_id=model_id), None, context.run_id),
+        keys=["call_id"], call_dates=call_dates,
     )
     yield dg.MaterializeResult(asset_key="tone_scores", metadata={**score_written, **run_metadata, "model": model_id})
     yield dg.MaterializeResult(asset_key="call_tone", metadata=call_written)

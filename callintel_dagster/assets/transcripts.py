@@ -2,9 +2,13 @@
 
 import dagster as dg
 
-from callintel_dagster.assets.model_stage import run_model_stage, usable_calls
+from callintel_dagster.assets.model_stage import (
+    MODEL_STAGE_BACKFILL,
+    run_model_stage,
+    usable_calls,
+)
 from callintel_dagster.assets.tables import (
-    partition_date,
+    partition_dates,
     rows_frame,
     schema_check_spec,
     validate_and_merge,
@@ -43,6 +47,7 @@ STAGE = "transcripts"
     ],
     check_specs=[schema_check_spec(name) for name in ("transcripts", "conversation_metrics", "redacted_audio")],
     partitions_def=call_date_partitions,
+    backfill_policy=MODEL_STAGE_BACKFILL,
     retry_policy=dg.RetryPolicy(max_retries=2, delay=5, backoff=dg.Backoff.EXPONENTIAL, jitter=dg.Jitter.FULL),
 )
 def transcripts(
@@ -54,24 +59,24 @@ def transcripts(
 ):
     """faster-whisper (word timestamps) + diarization, aligned into turns, run as Spark tasks.
     Default models are the offline ones shipped in wheels; see README "Models"."""
-    call_date = partition_date(context)
-    calls = usable_calls(lakehouse, blob_store, call_date)
+    call_dates = partition_dates(context)
+    calls = usable_calls(lakehouse, blob_store, call_dates)
     task = models.transcript_task()
     tables, run_metadata = run_model_stage(
-        context, stage=STAGE, calls=calls, task=task, compute=compute, lakehouse=lakehouse, call_date=call_date
+        context, stage=STAGE, calls=calls, task=task, compute=compute, lakehouse=lakehouse, call_dates=call_dates
     )
     turns = tables.get("transcripts", rows_frame(Transcripts, []))
     metrics = tables.get("conversation_metrics", rows_frame(ConversationMetrics, []))
     redacted = tables.get("redacted_audio", rows_frame(RedactedAudio, []))
     turn_check, turn_written = validate_and_merge(
         lakehouse, asset="transcripts", model=Transcripts,
-        frame=with_audit_columns(turns, call_date, context.run_id),
-        keys=["call_id", "turn_index"], call_date=call_date,
+        frame=with_audit_columns(turns, None, context.run_id),
+        keys=["call_id", "turn_index"], call_dates=call_dates,
     )
     metric_check, metric_written = validate_and_merge(
         lakehouse, asset="conversation_metrics", model=ConversationMetrics,
-        frame=with_audit_columns(metrics, call_date, context.run_id),
-        keys=["call_id"], call_date=call_date,
+        frame=with_audit_columns(metrics, None, context.run_id),
+        keys=["call_id"], call_dates=call_dates,
     )
     yield dg.MaterializeResult(
         asset_key="transcripts",
@@ -79,8 +84,8 @@ def transcripts(
     )
     redacted_check, redacted_written = validate_and_merge(
         lakehouse, asset="redacted_audio", model=RedactedAudio,
-        frame=with_audit_columns(redacted, call_date, context.run_id),
-        keys=["call_id"], call_date=call_date,
+        frame=with_audit_columns(redacted, None, context.run_id),
+        keys=["call_id"], call_dates=call_dates,
     )
     yield dg.MaterializeResult(asset_key="conversation_metrics", metadata=metric_written)
     yield dg.MaterializeResult(

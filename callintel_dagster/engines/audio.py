@@ -52,6 +52,10 @@ def probe_audio(path: str | Path) -> AudioProbe:
             if not container.streams.audio:
                 raise AudioDecodeError(f"{path.name}: no audio stream in {container.format.name!r} container")
             stream = container.streams.audio[0]
+            if stream.codec_context is None:
+                # PyAV leaves the context unset when FFmpeg has no decoder for the declared codec
+                # (e.g. a WAV header with format tag 0 or 0 bits per sample).
+                raise AudioDecodeError(f"{path.name}: no decoder for the audio stream's codec")
             if stream.duration is not None and stream.time_base is not None:
                 duration = float(stream.duration * stream.time_base)
             elif container.duration is not None:
