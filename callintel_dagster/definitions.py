@@ -15,6 +15,7 @@ from callintel_dagster.assets.compliance import compliance_flags
 from callintel_dagster.assets.ingest import raw_call_audio
 from callintel_dagster.assets.insights import fused_insights, insights_dashboard
 from callintel_dagster.assets.segments import valid_segments
+from callintel_dagster.assets.summaries import call_summaries
 from callintel_dagster.assets.tone import tone_model, tone_scores
 from callintel_dagster.assets.transcripts import transcripts
 from callintel_dagster.jobs import call_pipeline_job, reprocess_malformed_job
@@ -98,7 +99,7 @@ def build_resources(env: str | None = None) -> dict:
 defs = dg.Definitions(
     assets=[
         raw_call_audio, valid_segments, tone_model, tone_scores, transcripts, compliance_flags,
-        fused_insights, insights_dashboard, call_characteristics, call_categories,
+        fused_insights, insights_dashboard, call_characteristics, call_categories, call_summaries,
     ],
     jobs=[call_pipeline_job, reprocess_malformed_job],
     sensors=[new_recordings_sensor],

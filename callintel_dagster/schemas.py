@@ -199,6 +199,17 @@ class MalformedLlmOutputs(_Table):
     extracted_at: Series[pd.DatetimeTZDtype(tz="UTC")] = pa.Field()
 
 
+class CallSummaries(_Table):
+    """`call_summaries`: issues, outcomes and action items per call, each item citing its turn."""
+
+    issues: Series[str] = pa.Field(description="JSON list of {turn_index, text}")
+    outcomes: Series[str] = pa.Field(description="JSON list of {turn_index, text}")
+    action_items: Series[str] = pa.Field(description="JSON list of {turn_index, text, owner}")
+    source: Series[str] = pa.Field(isin=["llm", "extractive"])
+    model_id: Series[str] = pa.Field()
+    llm_error: Series[str] = pa.Field(nullable=True)
+
+
 class CallCharacteristics(_Table):
     """`call_characteristics`: per call and role (definitions in engines/characteristics.py)."""
 

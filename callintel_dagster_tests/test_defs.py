@@ -13,7 +13,7 @@ def test_definitions_load_in_a_clean_process_without_network_or_secrets():
     env = {"PATH": "/usr/bin:/bin", "HF_HUB_OFFLINE": "1", "NO_PROXY": "*"}
     code = "from callintel_dagster.definitions import defs; print(len(defs.resolve_asset_graph().get_all_asset_keys()))"
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
-    assert int(out.stdout.strip()) == 16
+    assert int(out.stdout.strip()) == 17
 
 
 def test_graph_jobs_sensor_and_checks():
@@ -25,7 +25,7 @@ def test_graph_jobs_sensor_and_checks():
         "raw_call_audio", "valid_segments", "speech_activity", "tone_model", "tone_scores", "call_tone",
         "transcripts", "conversation_metrics", "compliance_flags", "malformed_llm_outputs",
         "fused_insights", "insights_dashboard", "redacted_audio", "call_characteristics", "turn_sentiment",
-        "call_categories",
+        "call_categories", "call_summaries",
     }
     for key in graph.get_all_asset_keys() - {dg.AssetKey("tone_model")}:
         assert graph.get(key).partitions_def is not None, key

@@ -243,3 +243,7 @@ def _summary(turns: list[Turn], topics: list[str], values: dict, sentiment: str 
     return (f"Rules-based assessment of {len(turns)} turns; customer sentiment "
             f"{sentiment or 'unknown'}. {billing}; {outcome}. "
             f"HIPAA risks: {', '.join(risks) if risks else 'none detected'}.")
+
+# Public names for the other engines that read the same cues (summaries).
+RESOLVED_CUES = _RESOLVED
+UNRESOLVED_CUES = _UNRESOLVED

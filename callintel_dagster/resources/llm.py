@@ -18,8 +18,13 @@ from callintel_dagster.engines.compliance import (
     assess_calls_with_llm,
     merge_with_rules,
 )
-from callintel_dagster.engines.llm_client import LLMClient
+from callintel_dagster.engines.llm_client import LLMClient, run_bounded
 from callintel_dagster.engines.rules import assess_call_with_rules
+from callintel_dagster.engines.summary import (
+    SummaryOutcome,
+    extractive_summary,
+    summarize_with_llm,
+)
 
 
 class ComplianceAssessor(dg.ConfigurableResource, abc.ABC):
@@ -31,6 +36,10 @@ class ComplianceAssessor(dg.ConfigurableResource, abc.ABC):
 
     @abc.abstractmethod
     def assess(self, calls: Mapping[str, TurnsLike]) -> dict[str, AssessmentOutcome]: ...
+
+    @abc.abstractmethod
+    def summarize(self, calls: Mapping[str, TurnsLike]) -> dict[str, SummaryOutcome]:
+        """Issues, outcomes and action items per call."""
 
 
 class RulesAssessor(ComplianceAssessor):
@@ -49,6 +58,9 @@ class RulesAssessor(ComplianceAssessor):
                 attempts=0, extracted_at=dt.datetime.now(dt.UTC), source="rules",
             )
         return outcomes
+
+    def summarize(self, calls):
+        return {call_id: SummaryOutcome(extractive_summary(turns), "extractive", "extractive") for call_id, turns in calls.items()}
 
 
 class OpenAICompatibleAssessor(ComplianceAssessor):
@@ -85,3 +97,12 @@ class OpenAICompatibleAssessor(ComplianceAssessor):
         )
         return {call_id: merge_with_rules(outcome, assess_call_with_rules(calls[call_id])) for call_id, outcome in llm.items()}
 
+
+    def summarize(self, calls):
+        call_ids = list(calls)
+
+        def one(call_id: str) -> SummaryOutcome:
+            summary, source, error = summarize_with_llm(calls[call_id], self._llm(), self.max_attempts)
+            return SummaryOutcome(summary, source, self.model if source == "llm" else "extractive", error)
+
+        return dict(zip(call_ids, run_bounded(one, call_ids, self.max_concurrency), strict=True))
