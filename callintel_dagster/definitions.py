@@ -14,6 +14,7 @@ from callintel_dagster.assets.characteristics import (
 from callintel_dagster.assets.compliance import compliance_flags
 from callintel_dagster.assets.ingest import raw_call_audio
 from callintel_dagster.assets.insights import fused_insights, insights_dashboard
+from callintel_dagster.assets.maintenance import forget_call
 from callintel_dagster.assets.segments import valid_segments
 from callintel_dagster.assets.summaries import call_summaries
 from callintel_dagster.assets.tone import tone_model, tone_scores
@@ -101,7 +102,7 @@ defs = dg.Definitions(
         raw_call_audio, valid_segments, tone_model, tone_scores, transcripts, compliance_flags,
         fused_insights, insights_dashboard, call_characteristics, call_categories, call_summaries,
     ],
-    jobs=[call_pipeline_job, reprocess_malformed_job],
+    jobs=[call_pipeline_job, reprocess_malformed_job, forget_call],
     sensors=[new_recordings_sensor],
     resources=build_resources(),
 )

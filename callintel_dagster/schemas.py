@@ -117,6 +117,7 @@ class ConversationMetrics(_Table):
     interruptions: Series[int] = pa.Field(ge=0)
     words_per_minute_agent: Series[float] = pa.Field(ge=0, nullable=True)
     words_per_minute_customer: Series[float] = pa.Field(ge=0, nullable=True)
+    model_id: Series[str] = pa.Field(description="ASR and diarization models that produced the call's transcript")
 
 
 class RedactedAudio(_Table):

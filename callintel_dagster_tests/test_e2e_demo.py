@@ -63,6 +63,20 @@ def test_pipeline_matches_ground_truth_on_scripted_calls(resources, blob_root, d
     assert phi_call in set(categories.loc[categories["category"] == "phi_before_identity_verification", "call_id"])
     roles = lakehouse.read("call_characteristics")
     assert set(roles["role"]) == {"agent", "customer"} and roles["loudness_mean_dbfs"].notna().any()
+    # Talk time per role against the script's exact turn times: within 35 % on conversational calls
+    # (tiny.en word timestamps and diarization on synthetic voices are coarse). On the dead-air call
+    # Whisper stretches words across the long silences, so there talk time is only checked not to
+    # miss speech.
+    for call_id in flags.index:
+        truth_turns = truth[call_id]["turns"]
+        for role in ("agent", "customer"):
+            expected = sum(t["end_s"] - t["start_s"] for t in truth_turns if t["role"] == role)
+            measured = roles[(roles["call_id"] == call_id) & (roles["role"] == role)]["talk_time_s"].iloc[0]
+            where = (truth[call_id]["call_name"], role, measured, expected)
+            if truth[call_id]["call_name"] == "dead-air":
+                assert measured >= 0.8 * expected, where
+            else:
+                assert abs(measured - expected) <= 0.35 * expected, where
 
     redacted = lakehouse.read("redacted_audio")
     assert len(redacted) == len(flags) + 1 and redacted.loc[redacted["call_id"] == phi_call, "n_spans"].iloc[0] > 0

@@ -106,3 +106,10 @@ def test_call_ids_limit_the_replacement_to_those_calls(lakehouse: DeltaLakehouse
     lakehouse.merge_partition("t", _frame(D1, ["a"], 5.0), ["call_id"], D1, call_ids=["a", "b"])
     rows = lakehouse.read("t").sort_values("call_id")
     assert list(zip(rows["call_id"], rows["value"])) == [("a", 5.0), ("c", 1.0)]
+
+
+def test_delete_is_idempotent(store: BlobStore):
+    store.write("2026-11-24/a.wav", b"x")
+    assert store.delete("2026-11-24/a.wav") is True
+    assert store.delete("2026-11-24/a.wav") is False
+    assert store.list_recordings("2026-11-24") == []

@@ -48,16 +48,6 @@ def redacted_copy_key(blob_key: str, redacted_folder: str) -> str:
     return str(key.parent / redacted_folder / f"{key.stem}.redacted.wav")
 
 
-def _delete_blob(blob_store: BlobStore, key: str) -> bool:
-    """Delete one blob; False when it is already gone, so forgetting twice is not an error."""
-    fs = blob_store._filesystem()  # BlobStore exposes no delete of its own: the pipeline never deletes
-    full = blob_store.uri(key)
-    if not fs.exists(full):
-        return False
-    fs.rm(full)
-    return True
-
-
 def _refuse_while_runs_write(context: dg.OpExecutionContext) -> None:
     active = [
         run.run_id
@@ -96,7 +86,7 @@ def forget_call_data(
         doomed += blob_keys
     elif blob_keys:
         context.log.warning(f"call {call_id}: recording kept; the next run of its date will ingest it again")
-    blobs_deleted = sum(_delete_blob(blob_store, key) for key in doomed)
+    blobs_deleted = sum(blob_store.delete(key) for key in doomed)
     context.log.info(f"call {call_id}: deleted {blobs_deleted} of {len(doomed)} blob(s) (recording and/or masked copy)")
 
     rows_deleted = {}

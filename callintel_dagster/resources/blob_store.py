@@ -109,6 +109,15 @@ class BlobStore(dg.ConfigurableResource, abc.ABC):
         with fs.open(full, "wb") as handle:
             handle.write(data)
 
+    def delete(self, key: str) -> bool:
+        """Delete one blob (erasure requests); False when it is already gone, so forgetting twice is fine."""
+        fs = self._filesystem()
+        full = self._full(key)
+        if not fs.exists(full):
+            return False
+        fs.rm(full)
+        return True
+
     def uri(self, key: str) -> str:
         return self._full(key)
 

@@ -1,0 +1,122 @@
+"""`callintel bench`: the report has every section with real numbers, and its markdown renders.
+
+The end-to-end test runs the real thing on the `--quick` setting (one scripted call, one warm run per
+stage). It trains the tone model into its temporary data folder and starts Spark, which takes a few
+minutes on two cores, so it is marked slow.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from numbers import Real
+
+import pandas as pd
+import pytest
+
+from callintel_dagster import bench, cli
+
+SECTIONS = ("machine", "timestamps", "settings", "sample_call", "tone_model", "compliance_flags", "throughput")
+
+
+def _number(value) -> bool:
+    return isinstance(value, Real) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _tables(markdown: str) -> list[list[str]]:
+    """Blocks of consecutive `|` lines."""
+    tables, current = [], []
+    for line in markdown.splitlines():
+        if line.startswith("|"):
+            current.append(line)
+        elif current:
+            tables.append(current)
+            current = []
+    return tables + ([current] if current else [])
+
+
+def _cells(line: str) -> int:
+    return line.strip().strip("|").count("|") + 1
+
+
+@pytest.mark.slow
+def test_quick_bench_reports_every_section(tmp_path, capsys):
+    out = tmp_path / "bench"
+    assert cli.main(["--data-dir", str(tmp_path / "data"), "bench", "--quick", "--output-dir", str(out)]) == 0
+    report = json.loads((out / "results.json").read_text())
+    assert set(SECTIONS) <= set(report)
+
+    machine = report["machine"]
+    assert machine["logical_cores"] >= 1 and machine["ram_gb"] > 0 and machine["torch_threads"] >= 1
+    assert {"dagster", "pyspark", "torch", "python"} <= set(machine["versions"])
+    assert report["timestamps"]["started_at"] < report["timestamps"]["finished_at"]
+    assert report["timestamps"]["total_seconds"] > 0
+
+    sample = report["sample_call"]
+    assert 0 <= sample["wer"] < 0.5, "Whisper tiny.en scores about 0.16 on the sample call"
+    assert 0 <= sample["der_collar_0_25"] <= sample["der_collar_0"] < 0.5
+    for stage in bench.SAMPLE_STAGES:
+        row = sample["stages"][stage]
+        assert all(_number(row[key]) for key in ("seconds", "real_time_factor", "first_call_seconds", "load_seconds"))
+        assert row["real_time_factor"] < 1, f"{stage} must run faster than real time on the sample call"
+
+    tone = report["tone_model"]
+    assert tone["held_out_accuracy"] > tone["chance_majority"]
+    assert all(_number(tone[key]) for key in ("held_out_macro_f1", "chance_uniform", "voice_cluster_accuracy"))
+
+    flags = report["compliance_flags"]
+    assert flags["calls"] >= 1
+    for way in ("ground_truth_text", "pipeline"):
+        assert flags[way]["calls_predicted"] == flags["calls"]
+        for scores in flags[way]["per_flag"].values():
+            assert isinstance(scores["support"], int)
+            assert scores["f1"] is None or 0 <= scores["f1"] <= 1
+
+    tput = report["throughput"]
+    assert tput["calls"] >= 1 and tput["audio_minutes"] > 0
+    assert all(_number(tput[key]) and tput[key] > 0 for key in (
+        "pipeline_wall_seconds", "pipeline_audio_seconds_per_wall_second", "model_seconds", "pipeline_peak_rss_mb"))
+    stages = {row["stage"]: row for row in tput["stages"]}
+    for stage in bench.BASELINE_STAGES:
+        assert _number(stages[stage]["task_seconds"]) and _number(stages[stage]["audio_seconds_per_wall_second"])
+    assert all(_number(tput["baseline"][key]) and tput["baseline"][key] > 0 for key in (
+        "wall_seconds", "peak_rss_mb", "speedup_vs_pipeline_model_stages", "speedup_vs_pipeline_end_to_end"))
+    assert _number(tput["backfill"]["wall_seconds"]) and tput["backfill"]["calls"] == tput["calls"]
+
+    markdown = (out / "results.md").read_text()
+    assert markdown in capsys.readouterr().out
+    for heading in ("## 1.", "## 2.", "## 3.", "## 4."):
+        assert heading in markdown
+    tables = _tables(markdown)
+    assert len(tables) == 6
+    for table in tables:
+        assert set(table[1].replace("|", "")) == {"-"}, "second row of a table is its separator"
+        assert len({_cells(line) for line in table}) == 1, f"ragged table:\n{chr(10).join(table)}"
+
+
+def test_stage_rows_and_pipeline_flags():
+    """Spark stages report task seconds from their metadata, the in-process VAD step from its
+    real-time factor; null flags from Delta become None rather than crashing `flag_scores`."""
+    steps = {"valid_segments": [2.0, 3.0], "transcripts": [10.0, 10.0], "fused_insights": [0.5]}
+    meta = {
+        "valid_segments": [{"realtime_factor": 0.05, "call_date": "d1"}, {"realtime_factor": 0.1, "call_date": "d2"}],
+        "transcripts": [{"audio_minutes": 1.0, "wall_seconds": 8.0, "model_seconds": 12.0, "call_date": "d1"},
+                        {"audio_minutes": 2.0, "wall_seconds": 9.0, "model_seconds": 14.0, "call_date": "d2"}],
+    }
+    rows = {row["stage"]: row for row in bench._stage_rows(steps, meta, {"d1": 60.0, "d2": 120.0})}
+    assert rows["valid_segments"]["task_seconds"] == pytest.approx(0.05 * 60 + 0.1 * 120)
+    assert rows["valid_segments"]["audio_seconds_per_wall_second"] == pytest.approx(180 / 5)
+    assert rows["transcripts"] == {
+        "stage": "transcripts", "wall_seconds": 20.0, "audio_seconds_per_wall_second": 9.0,
+        "spark_wall_seconds": 17.0, "task_seconds": 26.0, "inference_share": 1.3,
+    }
+    assert rows["fused_insights"]["task_seconds"] is None
+
+    frame = pd.DataFrame({"call_id": ["a"], "overall_sentiment": [None]}).assign(
+        **{flag: pd.array([pd.NA], dtype="boolean") for flag in ("issue_resolved", "billing_detected",
+           "phi_before_verification", "phi_requested_unnecessarily", "missing_recording_disclosure",
+           "escalation_requested")})
+    frame.loc[0, "billing_detected"] = True
+    flags = bench._pipeline_flags(frame)["a"]
+    assert flags["billing_detected"] is True
+    assert flags["escalation_requested"] is None and flags["overall_sentiment"] is None
