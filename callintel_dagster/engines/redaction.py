@@ -33,7 +33,7 @@ _DATE = (
     rf"|\b{_DAY}\s+of\s+{_MONTH}\b(?:,?\s+\d{{4}}\b)?)"
 )
 _ID = r"[A-Za-z]{0,4}[-#]?\d[\dA-Za-z-]{3,}"
-_CUE_GAP = r"(?:\s+(?:number|no\.?|id|#))?(?:\s*(?:is|was|:|#))?\s*"
+_CUE_GAP = r"(?:\s+(?:number|no\.?|id|#))?(?:\s*(?:is|was|as|of|:|#))?\s*"
 _STREET_TYPES = (
     r"street|st|avenue|ave|road|rd|boulevard|blvd|lane|ln|drive|dr|court|ct|way|place|pl|terrace"
     r"|circle|cir|parkway|pkwy|highway|hwy"
@@ -55,7 +55,7 @@ _PATTERNS: tuple[tuple[str, re.Pattern[str], int], ...] = (
     ("IP", re.compile(r"\b(?:\d{1,3}\.){3}\d{1,3}\b"), 0),
     ("SSN", re.compile(r"\b\d{3}[- ]\d{2}[- ]\d{4}\b"), 0),
     ("SSN", re.compile(r"(?i:\b(?:social security|social|ssn)" + _CUE_GAP + r")(\d{9}|\d{4})\b"), 1),
-    ("DOB", re.compile(r"(?i:\b(?:date of birth|birth ?date|birthday|dob|born on)" + _CUE_GAP + r")("
+    ("DOB", re.compile(r"(?i:\b(?:date of birth|birth ?date|birthday|dob|born on|birth)" + _CUE_GAP + r")("
                        + _DATE + r")", re.I), 1),
     ("MRN", re.compile(r"(?i:\b(?:mrn|medical record)" + _CUE_GAP + r")(" + _ID + r")"), 1),
     ("MEMBER_ID", re.compile(r"(?i:\b(?:member|subscriber|policy|insurance|group)" + _CUE_GAP
