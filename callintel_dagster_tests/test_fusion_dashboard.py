@@ -116,7 +116,7 @@ def stage_frames() -> dict[str, pd.DataFrame]:
     metrics = ConversationMetrics.validate(pd.DataFrame([{
         **_audit(cid), "duration_s": 60.0, "n_speakers": 2, "talk_time_agent_s": 20.0, "talk_time_customer_s": 25.0,
         "non_talk_time_s": 15.0, "overlap_s": 1.0, "interruptions": 3 if cid == BILLING else 0,
-        "words_per_minute_agent": 150.0, "words_per_minute_customer": 140.0,
+        "words_per_minute_agent": 150.0, "words_per_minute_customer": 140.0, "model_id": "whisper:tiny.en",
     } for cid in TURNS]))
     tone_scores = ToneScores.validate(pd.DataFrame([{
         **_audit(cid), "segment_index": i, "start_s": float(s), "end_s": float(e), "p_angry": p,
@@ -295,3 +295,16 @@ def test_dashboard_renders_in_headless_chromium(tmp_path: Path, stages: dict[str
     shot = tmp_path / "dashboard.png"
     _chromium(tmp_path, f"--screenshot={shot}", "--window-size=1400,2400", "--hide-scrollbars", page.as_uri())
     assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and shot.stat().st_size > 50_000
+
+
+def test_insights_assets_on_a_day_no_stage_has_reached(tmp_path, lakehouse):
+    import dagster as dg
+
+    from callintel_dagster.assets.insights import fused_insights, insights_dashboard
+    from callintel_dagster.resources.reports import ReportSettings
+
+    resources = {"lakehouse": lakehouse, "reports": ReportSettings(root=str(tmp_path / "dash"))}
+    result = dg.materialize([fused_insights, insights_dashboard], partition_key="2026-11-24", resources=resources)
+    assert result.success
+    page = (tmp_path / "dash" / "latest.html").read_text()
+    assert 'id="no-calls"' in page

@@ -7,6 +7,7 @@ import dagster as dg
 
 from callintel_dagster.assets.tables import (
     partition_date,
+    read_table,
     schema_check_spec,
     validate_and_merge,
     with_audit_columns,
@@ -16,13 +17,25 @@ from callintel_dagster.engines.fusion import fuse_calls
 from callintel_dagster.partitions import call_date_partitions
 from callintel_dagster.resources.lakehouse import Lakehouse
 from callintel_dagster.resources.reports import ReportSettings
-from callintel_dagster.schemas import FusedInsights
+from callintel_dagster.schemas import (
+    CallTone,
+    ComplianceFlags,
+    ConversationMetrics,
+    FusedInsights,
+    RawCallAudio,
+    SpeechActivity,
+    ToneScores,
+    Transcripts,
+)
 
-FUSION_INPUTS = ("raw_call_audio", "speech_activity", "conversation_metrics", "call_tone", "tone_scores", "transcripts", "compliance_flags")
+FUSION_INPUTS = {
+    "raw_call_audio": RawCallAudio, "speech_activity": SpeechActivity, "conversation_metrics": ConversationMetrics,
+    "call_tone": CallTone, "tone_scores": ToneScores, "transcripts": Transcripts, "compliance_flags": ComplianceFlags,
+}
 
 
 def _read_inputs(lakehouse: Lakehouse, dates: list[dt.date]) -> dict:
-    return {table: lakehouse.read(table, dates) for table in FUSION_INPUTS}
+    return {table: read_table(lakehouse, model, table, dates) for table, model in FUSION_INPUTS.items()}
 
 
 @dg.asset(
@@ -70,9 +83,9 @@ def insights_dashboard(context: dg.AssetExecutionContext, lakehouse: Lakehouse, 
     first, last = window.start.date(), window.end.date() - dt.timedelta(days=1)
     start = first - dt.timedelta(days=reports.lookback_days)
     dates = [start + dt.timedelta(days=n) for n in range((last - start).days + 1)]
-    fused = lakehouse.read("fused_insights", dates)
-    tone = lakehouse.read("tone_scores", dates)
-    flags = lakehouse.read("compliance_flags", dates)
+    fused = read_table(lakehouse, FusedInsights, "fused_insights", dates)
+    tone = read_table(lakehouse, ToneScores, "tone_scores", dates)
+    flags = read_table(lakehouse, ComplianceFlags, "compliance_flags", dates)
     path = reports.path_for(f"callintel_{start}_{last}.html")
     summary = render_dashboard(fused, tone, flags, path, title=f"CallIntel — calls {start} to {last}")
     shutil.copyfile(path, reports.path_for("latest.html"))

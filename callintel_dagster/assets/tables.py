@@ -48,6 +48,13 @@ def rows_frame(model: type[pa.DataFrameModel], rows: list[dict]) -> pd.DataFrame
     return pd.DataFrame(rows, columns=columns)
 
 
+def read_table(lakehouse: Lakehouse, model: type[pa.DataFrameModel], table: str, call_dates: list[dt.date]) -> pd.DataFrame:
+    """Rows of `table` for the dates, with the contract's columns even when the table does not exist
+    yet (an upstream stage never ran), so consumers can treat "no rows" uniformly."""
+    frame = lakehouse.read(table, call_dates)
+    return frame if len(frame.columns) else pd.DataFrame(columns=list(model.to_schema().columns))
+
+
 def with_audit_columns(frame: pd.DataFrame, call_date: dt.date | None, run_id: str) -> pd.DataFrame:
     """Add `run_id`, and `call_date` unless the rows already carry their own (multi-date runs)."""
     frame = frame.copy()

@@ -86,7 +86,9 @@ class LocalSparkCompute(CallCompute):
 
     master: str = Field(default="local[*]", description="Spark master URL; `local[N]` caps the cores used.")
     task_cpus: int = Field(default=1, description="Cores per Spark task; torch uses this many intra-op threads.")
-    calls_per_task: int = Field(default=4, description="Calls batched into one Spark task (one model load amortised over them).")
+    calls_per_task: int = Field(
+        default=4, description="Most calls batched into one Spark task; a day with fewer calls than slots gets a task per call."
+    )
     driver_memory: str = Field(default="2g", description="spark.driver.memory for the local JVM.")
 
     def _session(self):
@@ -123,7 +125,8 @@ class LocalSparkCompute(CallCompute):
                 StructField("seconds", DoubleType(), False),
             ]
         )
-        n_tasks = max(1, -(-len(calls) // self.calls_per_task))
+        # Batch calls per task (one model load amortised over them), but never leave a slot idle.
+        n_tasks = max(-(-len(calls) // self.calls_per_task), min(len(calls), spark.sparkContext.defaultParallelism))
         frame = spark.createDataFrame(calls.astype(str)).repartition(n_tasks)
         result = frame.mapInPandas(_spark_partition_runner(task, self.task_cpus), schema).toPandas()
         return result[RESULT_COLUMNS]
