@@ -314,7 +314,3 @@ def arrow_schema(model: type[pa.DataFrameModel]) -> pyarrow.Schema:
             raise TypeError(f"{model.__name__}.{name}: no Delta type for pandera dtype {dtype!r}")
         fields.append(pyarrow.field(name, _ARROW_TYPES[dtype], nullable=bool(column.nullable)))
     return pyarrow.schema(fields)
-
-
-def empty_frame(model: type[pa.DataFrameModel]) -> pd.DataFrame:
-    return pd.DataFrame({name: pd.Series(dtype="object") for name in model.to_schema().columns})

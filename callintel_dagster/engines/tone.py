@@ -479,8 +479,8 @@ def _embedded_probs(clips: list[np.ndarray], config: ToneConfig) -> np.ndarray:
     3-layer LSTM and a logistic regression are not worth a device transfer."""
     if config.model_path is None:
         raise ValueError(
-            "the embedded tone backend needs ToneConfig.model_path: train once with "
-            "`python -m callintel_dagster.engines.tone MODEL_DIR` (train_tone_model + save_tone_model)"
+            "the embedded tone backend needs ToneConfig.model_path: a directory written by save_tone_model "
+            "(materialize the `tone_model` asset, which trains and saves it)"
         )
     model_dir = str(Path(config.model_path).resolve())
     bundle = cached_model(("tone", "embedded", model_dir), lambda: load_tone_model(model_dir))

@@ -11,7 +11,6 @@ import abc
 import contextlib
 import dataclasses
 import datetime as dt
-import os
 import re
 import shutil
 import tempfile
@@ -158,7 +157,3 @@ class AzureBlobStore(BlobStore):
 
     def _root(self) -> str:
         return "/".join(p for p in (self.container, self.prefix.strip("/")) if p)
-
-
-def local_blob_root_from_env() -> str:
-    return os.environ.get("CALLINTEL_BLOB_ROOT", "data/blobs")

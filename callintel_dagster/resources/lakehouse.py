@@ -19,7 +19,7 @@ import pyarrow as pa
 import pyarrow.fs as pafs
 from deltalake import DeltaTable, write_deltalake
 from deltalake.exceptions import CommitFailedError, TableNotFoundError
-from pydantic import Field, PrivateAttr
+from pydantic import Field
 
 PARTITION_COLUMN = "call_date"
 LOG_RETENTION_PROPERTY = "delta.logRetentionDuration"
@@ -78,11 +78,6 @@ class DeltaLakehouse(Lakehouse):
         default_factory=dict, description="delta-rs object-store options (credentials via EnvVar)."
     )
     commit_retries: int = Field(default=5, description="Retries when a concurrent writer wins the commit race.")
-    _is_local: bool = PrivateAttr(default=True)
-
-    def setup_for_execution(self, context: dg.InitResourceContext) -> None:
-        self._is_local = "://" not in self.root
-
     def table_uri(self, table: str) -> str:
         if "://" in self.root:
             return f"{self.root.rstrip('/')}/{table}"
