@@ -14,6 +14,7 @@ from callintel_dagster.assets.tables import (
     partition_dates,
     rows_frame,
     schema_check_spec,
+    table_spec,
     validate_and_merge,
     with_audit_columns,
 )
@@ -43,16 +44,16 @@ def _json_by_call(frame: pd.DataFrame, columns: list[str], order: str) -> dict[s
 
 @dg.multi_asset(
     specs=[
-        dg.AssetSpec(
+        table_spec(
             "call_characteristics", deps=["transcripts", "tone_scores"], group_name="call_analytics",
-            kinds={"delta", "spark"}, owners=["team:callintel"], code_version="1", partitions_def=call_date_partitions,
+            kinds={"delta", "spark"},
             description="Per call and role: talk / non-talk time (total, longest gap), words per minute, loudness "
             "(dBFS mean/peak), interruptions (who cut off whom, when), sentiment and tone overall and in the first "
             "vs last quarter. Definitions: engines/characteristics.py.",
         ),
-        dg.AssetSpec(
+        table_spec(
             "turn_sentiment", deps=["transcripts", "tone_scores"], group_name="call_analytics",
-            kinds={"delta"}, owners=["team:callintel"], code_version="1", partitions_def=call_date_partitions,
+            kinds={"delta"},
             description="Per turn: VADER text sentiment (score + label) and negative acoustic tone.",
         ),
     ],

@@ -8,6 +8,7 @@ from callintel_dagster.assets.tables import (
     partition_date,
     rows_frame,
     schema_check_spec,
+    table_spec,
     validate_and_merge,
     with_audit_columns,
 )
@@ -27,15 +28,15 @@ class ComplianceConfig(dg.Config):
 
 @dg.multi_asset(
     specs=[
-        dg.AssetSpec(
+        table_spec(
             "compliance_flags", deps=["transcripts"], group_name="compliance", kinds={"delta", "openai"},
-            owners=["team:compliance"], code_version="1", partitions_def=call_date_partitions,
+            owners=["team:compliance"],
             description="One row per call: sentiment, issue resolved, billing (+topics), HIPAA risk flags, "
             "escalation, summary, evidence (turn + quote) for every true flag, LLM-vs-rules disagreements, audit columns.",
         ),
-        dg.AssetSpec(
+        table_spec(
             "malformed_llm_outputs", deps=["transcripts"], group_name="compliance", kinds={"delta"},
-            owners=["team:compliance"], code_version="1", partitions_def=call_date_partitions,
+            owners=["team:compliance"],
             description="Calls whose LLM answer never validated: raw response, error, attempts. "
             "`reprocess_malformed_job` re-runs just these.",
         ),

@@ -9,6 +9,7 @@ from callintel_dagster.assets.tables import (
     partition_date,
     rows_frame,
     schema_check_spec,
+    table_spec,
     validate_and_merge,
     with_audit_columns,
     write_quarantine,
@@ -26,15 +27,13 @@ STAGE = "valid_segments"
 
 @dg.multi_asset(
     specs=[
-        dg.AssetSpec(
+        table_spec(
             "valid_segments", deps=["raw_call_audio"], group_name="audio", kinds={"delta", "pytorch"},
-            owners=["team:callintel"], code_version="1", partitions_def=call_date_partitions,
             description="Speech segments (silero-vad) and the silences between them, one row each, "
             "per usable call. Silences of at least `flagged_silence_s` are flagged as dead air.",
         ),
-        dg.AssetSpec(
+        table_spec(
             "speech_activity", deps=["raw_call_audio"], group_name="audio", kinds={"delta"},
-            owners=["team:callintel"], code_version="1", partitions_def=call_date_partitions,
             description="Per call: duration, speech time, speech ratio, non-talk time, longest silence.",
         ),
     ],

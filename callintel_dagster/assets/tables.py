@@ -13,10 +13,17 @@ import pandas as pd
 import pandera.pandas as pa
 import pyarrow
 
+from callintel_dagster.partitions import call_date_partitions
 from callintel_dagster.resources.lakehouse import Lakehouse
 from callintel_dagster.schemas import QuarantinedCalls, arrow_schema
 
 SCHEMA_CHECK = "schema_contract"
+
+
+def table_spec(key: str, **spec) -> dg.AssetSpec:
+    """One output table of a multi-asset: daily-partitioned, owned by the CallIntel team unless said."""
+    spec.setdefault("owners", ["team:callintel"])
+    return dg.AssetSpec(key, partitions_def=call_date_partitions, code_version="1", **spec)
 
 
 def schema_check_spec(asset: str, description: str | None = None) -> dg.AssetCheckSpec:

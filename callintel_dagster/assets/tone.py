@@ -13,6 +13,7 @@ from callintel_dagster.assets.tables import (
     partition_dates,
     rows_frame,
     schema_check_spec,
+    table_spec,
     validate_and_merge,
     with_audit_columns,
 )
@@ -73,15 +74,14 @@ def tone_model(context: dg.AssetExecutionContext, config: ToneModelConfig, model
 
 @dg.multi_asset(
     specs=[
-        dg.AssetSpec(
+        table_spec(
             "tone_scores", deps=["valid_segments", "tone_model"], group_name="audio_intelligence",
-            kinds={"delta", "spark", "pytorch"}, owners=["team:callintel"], code_version="1",
-            partitions_def=call_date_partitions,
+            kinds={"delta", "spark", "pytorch"},
             description="Acoustic tone per speech window: p_angry, p_anxious, p_sad, p_neutral_positive, top label.",
         ),
-        dg.AssetSpec(
+        table_spec(
             "call_tone", deps=["valid_segments", "tone_model"], group_name="audio_intelligence",
-            kinds={"delta"}, owners=["team:callintel"], code_version="1", partitions_def=call_date_partitions,
+            kinds={"delta"},
             description="Per call: max anger, share of negative tone, negative tone in the first vs last third.",
         ),
     ],

