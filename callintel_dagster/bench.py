@@ -139,7 +139,8 @@ def sample_call_section(tone_dir: str, repeats: int) -> dict[str, Any]:
 
 
 def _sample_pass(path: Path, tone_dir: str) -> tuple[dict[str, float], dict[str, Any]]:
-    """One decode → VAD → ASR → diarization → tone pass, timing each stage."""
+    """One decode → VAD → ASR → diarization → tone pass, timing each stage (section 1 and the
+    sequential baseline of section 4 both run exactly this)."""
     from callintel_dagster.engines.asr import transcribe
     from callintel_dagster.engines.audio import SAMPLE_RATE, decode_audio
     from callintel_dagster.engines.diarize import diarize
@@ -472,29 +473,12 @@ def _failure(instance, run_id: str) -> str:
 def sequential_baseline(paths: list[Path], tone_dir: str) -> dict[str, Any]:
     """The same engine functions in one plain loop, one file after another, models loaded once
     (section 1 already loaded them in this process): what a script without Dagster or Spark does."""
-    from callintel_dagster.engines.asr import transcribe
-    from callintel_dagster.engines.audio import SAMPLE_RATE, decode_audio
-    from callintel_dagster.engines.diarize import diarize
-    from callintel_dagster.engines.tone import score_segments, tone_windows
-    from callintel_dagster.engines.vad import speech_segments
-
-    models, vad_config, tone_config = _pipeline_configs(tone_dir)
     times = dict.fromkeys(SAMPLE_STAGES, 0.0)
     audio_s = 0.0
     started = time.perf_counter()
     for path in paths:
-        lap: dict[str, float] = {}
-        with _clock(lap, "decode"):
-            audio = decode_audio(path)
-        with _clock(lap, "vad"):
-            speech = speech_segments(audio, vad_config)
-        with _clock(lap, "asr"):
-            transcribe(audio, models.asr_config())
-        with _clock(lap, "diarization"):
-            diarize(audio, models.diarization_config())
-        with _clock(lap, "tone"):
-            score_segments(audio, tone_windows(speech, models.tone_window_s), tone_config)
-        audio_s += audio.size / SAMPLE_RATE
+        lap, outputs = _sample_pass(path, tone_dir)
+        audio_s += outputs["audio_s"]
         for stage, seconds in lap.items():
             times[stage] += seconds
     wall = time.perf_counter() - started
