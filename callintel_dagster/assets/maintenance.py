@@ -17,12 +17,12 @@ Run it with the call's id (`raw_call_audio.call_id`) from the launchpad, or:
 from pathlib import PurePosixPath
 
 import dagster as dg
-import pandas as pd
 from pydantic import Field
 
 from callintel_dagster.resources.blob_store import BlobStore
 from callintel_dagster.resources.lakehouse import Lakehouse
 from callintel_dagster.resources.models import ModelSettings
+from callintel_dagster.tables import RAW_CALL_AUDIO
 
 # Runs that may be writing to the lakehouse right now. Zero-retention VACUUM would delete the data
 # files of their not-yet-committed writes, so forgetting waits until none is left.
@@ -79,8 +79,8 @@ def forget_call_data(
     call_id = config.call_id
     tables = lakehouse.tables()
 
-    inventory = lakehouse.read("raw_call_audio") if "raw_call_audio" in tables else pd.DataFrame()
-    blob_keys = sorted(set(inventory.loc[inventory["call_id"] == call_id, "blob_key"])) if len(inventory) else []
+    inventory = lakehouse.read(RAW_CALL_AUDIO)
+    blob_keys = sorted(set(inventory.loc[inventory["call_id"] == call_id, "blob_key"]))
     doomed = [redacted_copy_key(key, models.redacted_folder) for key in blob_keys]
     if config.delete_recording:
         doomed += blob_keys
@@ -91,7 +91,7 @@ def forget_call_data(
 
     rows_deleted = {}
     for table in tables:
-        rows_deleted[table] = lakehouse.delete_rows(table, f"call_id = '{call_id}'")
+        rows_deleted[table] = lakehouse.delete_call(table, call_id)
         context.log.info(f"call {call_id}: {table}: {rows_deleted[table]} row(s) deleted")
     files_purged = {table: lakehouse.purge_history(table) for table in tables}
     context.log.info(f"VACUUM (retention 0) removed {sum(files_purged.values())} data file(s) across {len(tables)} table(s)")
