@@ -165,6 +165,10 @@ FUSED_INSIGHTS = _table(
     "priority (0-100) and its reasons (formula in engines/fusion.py).",
 )
 
+# Bookkeeping tables that every per-call stage writes, each stage owning its own rows (`stage`); they
+# are not assets, so they are not lineage either.
+STAGE_TABLES = (QUARANTINED_CALLS, PROCESSED_CALLS)
+
 TABLES: dict[str, Table] = {
     table.name: table
     for table in (
