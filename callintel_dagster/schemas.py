@@ -13,6 +13,8 @@ from pandera.engines import pandas_engine
 from pandera.typing import Series
 
 from callintel_dagster.engines.vocabulary import (
+    ALERT_KINDS,
+    ALERT_STATUSES,
     PROB_COLUMNS,
     ROLES,
     SENTIMENT_LABELS,
@@ -306,6 +308,22 @@ class FusedInsights(_Table):
     qa_priority: Series[int] = pa.Field(ge=0, le=100)
     qa_reasons: Series[str] = pa.Field(description="JSON list of reasons, each with its points")
 
+
+
+class AlertsSent(_Table):
+    """`alerts_sent`: one row per finding and channel: what was sent where, when, and the outcome.
+    Identifiers and scores only (no quote), like the message itself."""
+
+    alert_id: Series[str] = pa.Field(str_length={"min_value": 16, "max_value": 16})
+    kind: Series[str] = pa.Field(isin=list(ALERT_KINDS))
+    channel: Series[str] = pa.Field(description="Channel name; `none` when no channel is configured")
+    agent_id: Series[str] = pa.Field(nullable=True)
+    qa_priority: Series[int] = pa.Field(ge=0, le=100)
+    status: Series[str] = pa.Field(isin=list(ALERT_STATUSES))
+    attempts: Series[int] = pa.Field(ge=0)
+    error: Series[str] = pa.Field(nullable=True)
+    link: Series[str] = pa.Field()
+    attempted_at: Series[pd.DatetimeTZDtype(tz="UTC")] = pa.Field()
 
 _ARROW_TYPES = {
     "str": pyarrow.string(),

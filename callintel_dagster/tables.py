@@ -164,6 +164,11 @@ FUSED_INSIGHTS = _table(
     "One row per call joining acoustic tone, conversation metrics and semantic flags, with the QA "
     "priority (0-100) and its reasons (formula in engines/fusion.py).",
 )
+ALERTS_SENT = _table(
+    "alerts_sent", schemas.AlertsSent, ("kind", "channel"),
+    "One row per high-priority finding and alert channel: call, agent, finding, QA priority, evidence link, "
+    "outcome (sent / failed / skipped), attempts, error. A finding already sent on a channel is not sent again.",
+)
 
 # Bookkeeping tables that every per-call stage writes, each stage owning its own rows (`stage`); they
 # are not assets, so they are not lineage either.
@@ -174,6 +179,6 @@ TABLES: dict[str, Table] = {
     for table in (
         RAW_CALL_AUDIO, VALID_SEGMENTS, SPEECH_ACTIVITY, QUARANTINED_CALLS, PROCESSED_CALLS, TRANSCRIPTS, CONVERSATION_METRICS,
         REDACTED_AUDIO, TONE_SCORES, CALL_TONE, COMPLIANCE_FLAGS, MALFORMED_LLM_OUTPUTS, CALL_SUMMARIES,
-        CALL_CHARACTERISTICS, TURN_SENTIMENT, CALL_CATEGORIES, FUSED_INSIGHTS,
+        CALL_CHARACTERISTICS, TURN_SENTIMENT, CALL_CATEGORIES, FUSED_INSIGHTS, ALERTS_SENT,
     )
 }

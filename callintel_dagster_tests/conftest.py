@@ -12,6 +12,7 @@ from pydantic import Field
 
 from callintel_dagster.definitions import ASSETS
 from callintel_dagster.engines.audio import SAMPLE_RATE
+from callintel_dagster.resources.alerts import AlertChannels
 from callintel_dagster.resources.blob_store import LocalBlobStore
 from callintel_dagster.resources.categories import CategorySettings
 from callintel_dagster.resources.compute import (
@@ -165,11 +166,12 @@ PIPELINE_ASSETS = [a for a in ASSETS if "tone_model" not in {k.to_user_string() 
 
 def pipeline_resources(resources: dict, tmp_path: Path, tone_dir: str, compute: CallCompute) -> dict:
     """`resources` plus what the whole graph needs: `compute`, a wav2vec2 tone checkpoint, the rules
-    engine, a dashboard folder and the shipped QA categories."""
+    engine, a dashboard folder, the shipped QA categories and no alert channel."""
     return resources | {
         "compute": compute,
         "models": ModelSettings(tone_backend="wav2vec2", tone_model_path=tone_dir, models_root=str(tmp_path)),
         "compliance_assessor": RulesAssessor(),
         "reports": ReportSettings(root=str(tmp_path / "dashboards")),
         "categories": CategorySettings(),
+        "alert_channels": AlertChannels(dashboard_url=str(tmp_path / "dashboards")),
     }
