@@ -211,3 +211,20 @@ def test_without_channels_findings_are_recorded_as_skipped(seeded):
     assert result.success
     rows = seeded.read(ALERTS_SENT)
     assert set(rows["status"]) == {"skipped"} and set(rows["channel"]) == {"none"} and len(rows) == len(EXPECTED)
+
+
+def test_demo_catcher_receives_what_the_env_configured_channels_send(tmp_path, monkeypatch):
+    from callintel_dagster.definitions import build_resources
+    from callintel_dagster.tools.alert_catcher import AlertCatcher
+
+    finding = find_findings(_fused_frame(), qa_priority_threshold=70, link_for=lambda c, d: "file:///d.html#call-x")[0]
+    with AlertCatcher(tmp_path / "alerts") as catcher:
+        for name, value in catcher.env().items():
+            monkeypatch.setenv(name, value)
+        channels = build_resources("local")["alert_channels"].process_config_and_initialize().channels()
+        assert [c.name for c in channels] == ["teams", "slack", "email"]
+        for channel in channels:
+            assert deliver(channel, build_message(finding), max_attempts=1, backoff_s=0).status == "sent"
+    files = sorted(p.relative_to(tmp_path / "alerts").as_posix() for p in (tmp_path / "alerts").rglob("*.*"))
+    assert files == ["email/0003.eml", "webhook/0001-teams.json", "webhook/0002-slack.json"]
+    assert "X-CallIntel-Alert-Id: " + finding.alert_id in (tmp_path / "alerts" / "email" / "0003.eml").read_text()

@@ -52,15 +52,20 @@ def run_demo(data_dir: Path) -> int:
 
     from callintel_dagster.definitions import build_definitions
 
-    job = build_definitions().resolve_job_def("call_pipeline_job")
-    with dg.DagsterInstance.get() as instance:
-        for call_date in DEMO_DATES:
-            print(f"== materializing every asset for call_date={call_date}", flush=True)
-            result = job.execute_in_process(partition_key=call_date, instance=instance, raise_on_error=False)
-            if not result.success:
-                print(f"run for {call_date} failed; see `make dev` → Runs", file=sys.stderr)
-                return 1
+    from callintel_dagster.tools.alert_catcher import AlertCatcher
+
+    with AlertCatcher(data_dir / "alerts") as catcher:
+        os.environ.update(catcher.env())
+        job = build_definitions().resolve_job_def("call_pipeline_job")
+        with dg.DagsterInstance.get() as instance:
+            for call_date in DEMO_DATES:
+                print(f"== materializing every asset for call_date={call_date}", flush=True)
+                result = job.execute_in_process(partition_key=call_date, instance=instance, raise_on_error=False)
+                if not result.success:
+                    print(f"run for {call_date} failed; see `make dev` → Runs", file=sys.stderr)
+                    return 1
     print_summary(lakehouse_root, blob_root, home, data_dir / "dashboards" / "latest.html")
+    print_alerts(lakehouse_root, catcher.folder)
     return 0
 
 
@@ -82,6 +87,17 @@ def print_summary(lakehouse_root: Path, blob_root: Path, home: Path, dashboard: 
         print("\nquarantined calls (kept, with the reason; fix the file and re-run its date):")
         for row in quarantine.sort_values(["call_date", "blob_key"]).itertuples():
             print(f"  {row.call_date}  {row.stage:<16} {row.reason}")
+
+
+def print_alerts(lakehouse_root: Path, folder: Path) -> None:
+    from callintel_dagster.resources.lakehouse import DeltaLakehouse
+
+    alerts = DeltaLakehouse(root=str(lakehouse_root)).read("alerts_sent")
+    print(f"\nalerts     : {folder}  (the demo's local catcher: webhook/*.json = Teams/Slack payloads, "
+          "email/*.eml = e-mails)")
+    print("             every delivery, with its outcome, is in the `alerts_sent` table; a re-run sends nothing twice")
+    for (channel, status), count in alerts.groupby(["channel", "status"]).size().items():
+        print(f"  {channel:<8} {status:<8} {count:>4}")
 
 
 def main(argv: list[str] | None = None) -> int:
