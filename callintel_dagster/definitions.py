@@ -21,6 +21,7 @@ import os
 import dagster as dg
 
 from callintel_dagster.assets.alerts import alerts_sent
+from callintel_dagster.assets.bi import fact_call, fact_flag, fact_turn_tone
 from callintel_dagster.assets.characteristics import (
     call_categories,
     call_characteristics,
@@ -68,6 +69,7 @@ _RETIRED_SWITCHES = ("CALLINTEL_ENV", "CALLINTEL_COMPUTE", "CALLINTEL_LAKEHOUSE"
 ASSETS = [
     raw_call_audio, valid_segments, tone_model, tone_scores, transcripts, compliance_flags,
     fused_insights, insights_dashboard, call_characteristics, call_categories, call_summaries, alerts_sent,
+    fact_call, fact_flag, fact_turn_tone,
 ]
 
 

@@ -15,3 +15,8 @@ ALERT_KINDS: tuple[str, ...] = (
     "phi_before_verification", "missing_recording_disclosure", "escalation_unresolved", "anger_at_billing", "qa_priority",
 )
 ALERT_STATUSES: tuple[str, ...] = ("sent", "failed", "skipped")
+# Compliance flags a reviewer counts and drills into (the BI gold layer's `fact_flag`).
+BI_FLAGS: tuple[str, ...] = (
+    "phi_before_verification", "phi_requested_unnecessarily", "missing_recording_disclosure", "escalation_requested",
+    "billing_detected",
+)

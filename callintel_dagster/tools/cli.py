@@ -106,6 +106,7 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("demo", help="prepare demo recordings, materialize every asset, print a summary")
     sub.add_parser("prepare-home", help="create DAGSTER_HOME under the data dir with the project's dagster.yaml")
+    sub.add_parser("powerbi", help="render powerbi/ (Power BI project, Databricks SQL views) from star_schema.py")
     bench = sub.add_parser("bench", help="measure quality and throughput in one run; writes bench/results.{json,md}")
     bench.add_argument("--minutes", type=float, default=None, help="demo audio to process for throughput (default 8)")
     bench.add_argument("--quick", action="store_true", help="tiny setting (about 1 min of audio, 1 warm run) for tests")
@@ -114,6 +115,12 @@ def main(argv: list[str] | None = None) -> int:
     data_dir = args.data_dir.resolve()
     if args.command == "demo":
         return run_demo(data_dir)
+    if args.command == "powerbi":
+        from callintel_dagster.tools.powerbi import write_project
+
+        for path in write_project(Path("powerbi")):
+            print(path)
+        return 0
     if args.command == "bench":
         from callintel_dagster.tools.bench import main as run_bench
 
