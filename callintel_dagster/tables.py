@@ -58,8 +58,10 @@ class Table:
         return pd.DataFrame(columns=self.columns)
 
     def rows(self, rows: list[dict]) -> pd.DataFrame:
-        """`rows` as a frame with the payload columns, in contract order."""
-        return pd.DataFrame(rows, columns=self.payload_columns)
+        """`rows` as a frame with the payload columns, in contract order (plus `call_date` when the rows
+        carry their own, as rows of a date-range run do)."""
+        dated = bool(rows) and PARTITION_COLUMN in rows[0]
+        return pd.DataFrame(rows, columns=self.payload_columns + ([PARTITION_COLUMN] if dated else []))
 
     def conform(self, frame: pd.DataFrame) -> pd.DataFrame:
         """A stored frame with at least the contract's columns (an absent table reads as empty)."""

@@ -29,7 +29,11 @@ from callintel_dagster.engines.redaction import find_phi
 from callintel_dagster.engines.vocabulary import ALERT_KINDS
 from callintel_dagster.resources.alerts import AlertChannels
 from callintel_dagster.tables import ALERTS_SENT, FUSED_INSIGHTS
-from callintel_dagster_tests.fake_alert_servers import FakeSmtpServer, FakeWebhookServer, free_port
+from callintel_dagster_tests.fake_alert_servers import (
+    FakeSmtpServer,
+    FakeWebhookServer,
+    free_port,
+)
 
 DAY = "2026-11-24"
 # Text that must never leave the lakehouse: it sits in columns of `fused_insights` an alert must not copy.

@@ -2,7 +2,11 @@
 
 import pytest
 
-from callintel_dagster.partitions import DEFAULT_FIRST_CALL_DATE, call_date_partitions, first_call_date
+from callintel_dagster.partitions import (
+    DEFAULT_FIRST_CALL_DATE,
+    call_date_partitions,
+    first_call_date,
+)
 
 
 def test_first_call_date_is_configured_by_env_var():

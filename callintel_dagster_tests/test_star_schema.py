@@ -16,10 +16,20 @@ from callintel_dagster.assets.compliance import compliance_flags
 from callintel_dagster.assets.insights import fused_insights
 from callintel_dagster.engines.bi import UNKNOWN_AGENT, fact_turn_tone_rows
 from callintel_dagster.resources.llm import RulesAssessor
-from callintel_dagster.star_schema import DIMENSIONS, FACTS, HIDDEN_COLUMNS, databricks_views_sql
+from callintel_dagster.star_schema import (
+    DIMENSIONS,
+    FACTS,
+    HIDDEN_COLUMNS,
+    databricks_views_sql,
+)
 from callintel_dagster.tables import FACT_TURN_TONE, TABLES
 from callintel_dagster.tools.powerbi import render_project
-from callintel_dagster_tests.conftest import DAY_TWO, SEED_CALLS, as_date, write_seed_transcripts
+from callintel_dagster_tests.conftest import (
+    DAY_TWO,
+    SEED_CALLS,
+    as_date,
+    write_seed_transcripts,
+)
 
 POWERBI = Path(__file__).resolve().parent.parent / "powerbi"
 MODEL = POWERBI / "CallIntel.SemanticModel" / "definition"
@@ -126,8 +136,8 @@ def test_databricks_views_run_on_spark_sql_over_the_tables_the_lakehouse_writes(
     `SparkDeltaLakehouse`, the production write path."""
     import datetime as dt
 
-    from pyspark.sql import SparkSession
     from pysail.spark import SparkConnectServer
+    from pyspark.sql import SparkSession
 
     from callintel_dagster.resources.lakehouse import SparkDeltaLakehouse
     from callintel_dagster.tables import FACT_CALL, FACT_FLAG

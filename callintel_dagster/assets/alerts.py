@@ -8,7 +8,7 @@ import pandas as pd
 from callintel_dagster.assets.insights import DASHBOARD_LOOKBACK_DAYS
 from callintel_dagster.assets.io import (
     TableReader,
-    partition_date,
+    partition_dates,
     table_asset_kwargs,
     write_table,
 )
@@ -42,17 +42,19 @@ def alerts_sent(context: dg.AssetExecutionContext, lakehouse: Lakehouse, alert_c
     the evidence, never a quote. A finding a channel already received is not sent again, so a re-run
     does not alert twice. Delivery is retried with backoff and rate-limited per channel; a channel
     that is down leaves the run green, with `failed` rows here and a failed `alerts_delivered` check."""
-    call_date = partition_date(context)
+    call_dates = partition_dates(context)
     read = TableReader(context, lakehouse)
-    fused = read(FUSED_INSIGHTS, [call_date])
-    previous = read(ALERTS_SENT, [call_date])
-    dashboard = dashboard_name(call_date - dt.timedelta(days=DASHBOARD_LOOKBACK_DAYS), call_date)
+    fused = read(FUSED_INSIGHTS, call_dates)
+    previous = read(ALERTS_SENT, call_dates)
+    # The dashboard `insights_dashboard` renders for this run's dates.
+    dashboard = dashboard_name(call_dates[0] - dt.timedelta(days=DASHBOARD_LOOKBACK_DAYS), call_dates[-1])
+    date_of = dict(zip(fused["call_id"], fused["call_date"]))
     findings = find_findings(
         fused, qa_priority_threshold=alert_channels.qa_priority_threshold,
         link_for=lambda call_id, _: evidence_link(alert_channels.dashboard_url, call_id, dashboard),
     )
     sent = already_sent(previous)
-    kept = previous[previous["status"] == "sent"].drop(columns=["call_date", "run_id"]).to_dict("records")
+    kept = previous[previous["status"] == "sent"].drop(columns=["run_id"]).to_dict("records")
     rows, now = [], pd.Timestamp.now(tz="UTC")
     channels = alert_channels.channels()
     for channel in channels:
@@ -62,13 +64,17 @@ def alerts_sent(context: dg.AssetExecutionContext, lakehouse: Lakehouse, alert_c
                 continue
             limiter.acquire()
             outcome = deliver(channel, build_message(finding), max_attempts=alert_channels.max_attempts, backoff_s=alert_channels.backoff_s)
-            rows.append(delivery_row(finding, channel.name, outcome.status, outcome.attempts, outcome.error, now))
+            rows.append({**delivery_row(finding, channel.name, outcome.status, outcome.attempts, outcome.error, now),
+                         "call_date": date_of[finding.call_id]})
             if outcome.status == "failed":
                 context.log.warning(f"alert {finding.alert_id} ({finding.kind}) not delivered to {channel.name}: {outcome.error}")
     if not channels:
-        rows = [delivery_row(f, "none", "skipped", 0, "no alert channel configured", now) for f in findings]
+        rows = [
+            {**delivery_row(f, "none", "skipped", 0, "no alert channel configured", now), "call_date": date_of[f.call_id]}
+            for f in findings
+        ]
     frame = ALERTS_SENT.rows(kept + rows)
-    check, written = write_table(context, lakehouse, ALERTS_SENT, frame, [call_date])
+    check, written = write_table(context, lakehouse, ALERTS_SENT, frame, call_dates)
     failed = [row for row in rows if row["status"] == "failed"]
     delivered = dg.AssetCheckResult(
         check_name=DELIVERED_CHECK, asset_key=ALERTS_SENT.name, passed=not failed, severity=dg.AssetCheckSeverity.WARN,

@@ -6,16 +6,16 @@ import pandas as pd
 
 from callintel_dagster.assets.incremental import StageConfig
 from callintel_dagster.assets.io import (
+    RANGE_BACKFILL,
     TableReader,
-    partition_date,
     partition_dates,
     schema_check_spec,
     table_asset_kwargs,
     table_spec,
+    with_call_dates,
     write_table,
 )
 from callintel_dagster.assets.model_stage import (
-    MODEL_STAGE_BACKFILL,
     USABLE_CALLS_READS,
     run_model_stage,
     usable_calls,
@@ -58,7 +58,7 @@ def _json_by_call(frame: pd.DataFrame, columns: list[str], order: str) -> dict[s
     ],
     check_specs=[schema_check_spec(CALL_CHARACTERISTICS), schema_check_spec(TURN_SENTIMENT)],
     partitions_def=call_date_partitions,
-    backfill_policy=MODEL_STAGE_BACKFILL,
+    backfill_policy=RANGE_BACKFILL,
 )
 def call_characteristics(
     context: dg.AssetExecutionContext, config: StageConfig, blob_store: BlobStore, lakehouse: Lakehouse, compute: CallCompute
@@ -97,16 +97,16 @@ def call_categories(context: dg.AssetExecutionContext, lakehouse: Lakehouse, cat
     recording disclosure, identity verification before PHI, minimum-necessary PHI, empathy on angry
     callers, callbacks on escalations, long non-talk time, negative endings), one row per piece of
     evidence: rule, turn, timestamps, quote."""
-    call_date = partition_date(context)
+    call_dates = partition_dates(context)
     try:
         rules = categories.load()
     except CategoryFileError as exc:
         raise dg.Failure(str(exc), allow_retries=False) from exc
     read = TableReader(context, lakehouse)
-    turns = read(TRANSCRIPTS, [call_date])
-    roles = read(CALL_CHARACTERISTICS, [call_date])
-    tone = read(TONE_SCORES, [call_date])
-    activity = read(SPEECH_ACTIVITY, [call_date])
+    turns = read(TRANSCRIPTS, call_dates)
+    roles = read(CALL_CHARACTERISTICS, call_dates)
+    tone = read(TONE_SCORES, call_dates)
+    activity = read(SPEECH_ACTIVITY, call_dates)
     durations = dict(zip(activity["call_id"], activity["duration_s"]))
     rows = []
     for call_id, call_turns in turns.groupby("call_id"):
@@ -114,9 +114,9 @@ def call_categories(context: dg.AssetExecutionContext, lakehouse: Lakehouse, cat
         call_roles = roles[roles["call_id"] == call_id]
         for match in match_categories(rules, call_turns.sort_values("turn_index"), call_roles, call_tone, durations[call_id]):
             rows.append({"call_id": call_id, **match})
-    frame = CALL_CATEGORIES.rows(rows)
+    frame = with_call_dates(CALL_CATEGORIES.rows(rows), turns)
     frame["match_index"] = frame.groupby("call_id").cumcount()
-    check, written = write_table(context, lakehouse, CALL_CATEGORIES, frame, [call_date])
+    check, written = write_table(context, lakehouse, CALL_CATEGORIES, frame, call_dates)
     counts = frame["category"].value_counts().to_dict()
     return dg.MaterializeResult(
         metadata={**written, **read.metadata(), "categories_file": str(categories.categories_file or "shipped healthcare.yaml"),

@@ -5,10 +5,12 @@ import dagster as dg
 import pandas as pd
 
 from callintel_dagster.assets.io import (
+    RANGE_BACKFILL,
     TableReader,
-    partition_date,
+    partition_dates,
     schema_check_spec,
     table_spec,
+    with_call_dates,
     write_table,
 )
 from callintel_dagster.engines.compliance import SAFETY_FIELDS, assessment_to_row
@@ -36,6 +38,7 @@ class ComplianceConfig(dg.Config):
     ],
     check_specs=[schema_check_spec(COMPLIANCE_FLAGS), schema_check_spec(MALFORMED_LLM_OUTPUTS)],
     partitions_def=call_date_partitions,
+    backfill_policy=RANGE_BACKFILL,
     # Endpoint outages (every call unavailable) raise and are retried with backoff; deterministic
     # problems are per-call rows in malformed_llm_outputs, never a failed step.
     retry_policy=dg.RetryPolicy(max_retries=3, delay=30, backoff=dg.Backoff.EXPONENTIAL, jitter=dg.Jitter.FULL),
@@ -49,13 +52,13 @@ def compliance_flags(
     """Assess every transcribed call of the day. A rule-detected safety flag (billing, HIPAA,
     escalation) can never be switched off by the LLM, so an instruction hidden in a transcript cannot
     suppress it; the schema is ours (pydantic), whatever the model answers."""
-    call_date = partition_date(context)
+    call_dates = partition_dates(context)
     read = TableReader(context, lakehouse)
-    turns = read(TRANSCRIPTS, [call_date])
+    turns = read(TRANSCRIPTS, call_dates)
     calls = {call_id: group.sort_values("turn_index") for call_id, group in turns.groupby("call_id")}
     scope = None
     if config.only_pending:
-        flags = read(COMPLIANCE_FLAGS, [call_date])
+        flags = read(COMPLIANCE_FLAGS, call_dates)
         pending = set(flags.loc[flags["status"] == "pending", "call_id"])
         calls = {call_id: rows for call_id, rows in calls.items() if call_id in pending}
         scope = sorted(calls)
@@ -80,10 +83,11 @@ def compliance_flags(
     ]
     for row in bad_rows:
         context.log.warning(f"call {row['call_id']}: LLM answer {row['outcome']} after {row['attempts']} attempts: {row['error']}")
-    flags_frame = COMPLIANCE_FLAGS.rows(flag_rows)
-    flags_check, flags_written = write_table(context, lakehouse, COMPLIANCE_FLAGS, flags_frame, [call_date], call_ids=scope)
+    flags_frame = with_call_dates(COMPLIANCE_FLAGS.rows(flag_rows), turns)
+    flags_check, flags_written = write_table(context, lakehouse, COMPLIANCE_FLAGS, flags_frame, call_dates, call_ids=scope)
     bad_check, bad_written = write_table(
-        context, lakehouse, MALFORMED_LLM_OUTPUTS, MALFORMED_LLM_OUTPUTS.rows(bad_rows), [call_date], call_ids=scope
+        context, lakehouse, MALFORMED_LLM_OUTPUTS, with_call_dates(MALFORMED_LLM_OUTPUTS.rows(bad_rows), turns), call_dates,
+        call_ids=scope,
     )
     counts = pd.Series([r["status"] for r in flag_rows], dtype="object").value_counts().to_dict()
     yield dg.MaterializeResult(

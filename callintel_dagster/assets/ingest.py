@@ -1,11 +1,13 @@
 """`raw_call_audio`: the inventory of a day's recordings in the blob store."""
 
+import datetime as dt
+
 import dagster as dg
 import pandas as pd
 
 from callintel_dagster.assets.io import (
     TableReader,
-    partition_date,
+    partition_dates,
     table_asset_kwargs,
     write_quarantine,
     write_table,
@@ -33,25 +35,20 @@ def _refuse_mass_deletion(known: set[str], listed: set[str], max_share: float, f
         )
 
 
-@dg.asset(**table_asset_kwargs(RAW_CALL_AUDIO, reads=[]), group_name="ingest", kinds={"delta", "python"})
-def raw_call_audio(
+def _inventory_day(
     context: dg.AssetExecutionContext,
+    call_date: dt.date,
+    known: pd.DataFrame,
     config: IngestConfig,
     blob_store: BlobStore,
-    lakehouse: Lakehouse,
     audio_settings: AudioSettings,
-) -> dg.MaterializeResult:
-    """One row per recording in the day's blob folder: stable call id, checksum, duration, sample
-    rate, channels, codec. Empty, truncated, non-audio or oversized files get `status=quarantined`
-    with a reason (also in `quarantined_calls`); the rest of the day is processed normally. A missing
-    folder, or a listing that lost most of the day's recordings, fails the step and changes nothing."""
-    call_date = partition_date(context)
-    folder = blob_store.uri(context.partition_key)
+) -> list[dict]:
+    """The inventory rows of one day folder; `known` holds the rows an earlier run stored for it."""
+    folder = blob_store.uri(call_date.isoformat())
     try:
-        blobs = blob_store.list_recordings(context.partition_key)
+        blobs = blob_store.list_recordings(call_date.isoformat())
     except MissingLocationError as exc:
         raise dg.Failure(str(exc)) from exc
-    known = TableReader(context, lakehouse)(RAW_CALL_AUDIO, [call_date])
     if not config.allow_purge:
         _refuse_mass_deletion(set(known["blob_key"]), {blob.key for blob in blobs}, audio_settings.max_vanished_share, folder)
     # A recording already inventoried at this version keeps its row: no download, probe or checksum.
@@ -67,22 +64,45 @@ def raw_call_audio(
                 row = inventory_recording(path, blob.key, audio_settings.max_bytes, audio_settings.max_duration_s)
             row = {**row, "blob_version": blob.version, "ingested_at": pd.Timestamp.now(tz="UTC")}
             context.log.debug(f"inventoried {number}/{len(blobs)}: {blob.key} -> {row['status']}")
-        rows.append(row)
+        rows.append({**row, "call_date": call_date})
+    fresh = len(blobs) - len(unchanged.keys() & {(b.key, b.version) for b in blobs})
+    context.log.info(f"{call_date}: {len(blobs)} recordings under {folder}, {fresh} new or changed inventoried")
+    return rows
+
+
+@dg.asset(**table_asset_kwargs(RAW_CALL_AUDIO, reads=[]), group_name="ingest", kinds={"delta", "python"})
+def raw_call_audio(
+    context: dg.AssetExecutionContext,
+    config: IngestConfig,
+    blob_store: BlobStore,
+    lakehouse: Lakehouse,
+    audio_settings: AudioSettings,
+) -> dg.MaterializeResult:
+    """One row per recording in the day's blob folder: stable call id, checksum, duration, sample
+    rate, channels, codec. Empty, truncated, non-audio or oversized files get `status=quarantined`
+    with a reason (also in `quarantined_calls`); the rest of the day is processed normally. A missing
+    folder, or a listing that lost most of the day's recordings, fails the step and changes nothing."""
+    call_dates = partition_dates(context)
+    read = TableReader(context, lakehouse)
+    known = read(RAW_CALL_AUDIO, call_dates)
+    rows = []
+    for call_date in call_dates:
+        rows += _inventory_day(context, call_date, known[known["call_date"] == call_date], config, blob_store, audio_settings)
     frame = RAW_CALL_AUDIO.rows(rows)
-    context.log.info(f"{len(blobs) - len(unchanged.keys() & {(b.key, b.version) for b in blobs})} new or changed recordings inventoried")
 
     quarantined = frame[frame["status"] == "quarantined"]
     write_quarantine(
-        lakehouse, context, stage=RAW_CALL_AUDIO.name, call_dates=[call_date],
+        lakehouse, context, stage=RAW_CALL_AUDIO.name, call_dates=call_dates,
         rows=[
-            {"call_id": r.call_id, "blob_key": r.blob_key, "blob_version": r.blob_version, "reason": r.error}
+            {"call_id": r.call_id, "call_date": r.call_date, "blob_key": r.blob_key, "blob_version": r.blob_version, "reason": r.error}
             for r in quarantined.itertuples()
         ],
     )
-    check, written = write_table(context, lakehouse, RAW_CALL_AUDIO, frame, [call_date])
+    check, written = write_table(context, lakehouse, RAW_CALL_AUDIO, frame, call_dates)
     return dg.MaterializeResult(
         metadata={
             **written,
+            **read.metadata(),
             "recordings": len(frame),
             "quarantined": len(quarantined),
             "audio_hours": round(float(frame["duration_s"].fillna(0).sum()) / 3600, 3),

@@ -7,7 +7,6 @@ import dagster as dg
 
 from callintel_dagster.assets.io import (
     TableReader,
-    partition_date,
     partition_dates,
     table_asset_kwargs,
     write_table,
@@ -46,10 +45,10 @@ def fused_insights(context: dg.AssetExecutionContext, lakehouse: Lakehouse) -> d
     """One row per call: tone + conversation metrics + compliance flags, the mismatches between what
     was said and how it sounded, whether the anger peak falls at the billing turn, and a QA priority
     (0-100) with its reasons. A call missing a stage keeps its row with nulls for that stage."""
-    call_date = partition_date(context)
+    call_dates = partition_dates(context)
     read = TableReader(context, lakehouse)
-    fused = fuse_calls(*(read(table, [call_date]) for table in FUSION_INPUTS))
-    check, written = write_table(context, lakehouse, FUSED_INSIGHTS, fused, [call_date])
+    fused = fuse_calls(*(read(table, call_dates) for table in FUSION_INPUTS))
+    check, written = write_table(context, lakehouse, FUSED_INSIGHTS, fused, call_dates)
     top = fused.head(3)[["call_id", "agent_id", "qa_priority"]].to_dict("records")
     return dg.MaterializeResult(
         metadata={**written, **read.metadata(), "review_first": dg.MetadataValue.json(top)}, check_results=[check]

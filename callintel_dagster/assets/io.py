@@ -25,6 +25,9 @@ from callintel_dagster.tables import PARTITION_COLUMN, QUARANTINED_CALLS, Table
 
 SCHEMA_CHECK = "schema_contract"
 TABLES_READ = "tables_read"
+# Every partitioned asset handles a range of dates in one run, so a backfill over N days from the UI is
+# one run, and the model stages load their models once for the whole range.
+RANGE_BACKFILL = dg.BackfillPolicy.single_run()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -65,12 +68,9 @@ def table_asset_kwargs(table: Table, *, reads: Sequence[Read], owners: Iterable[
     """`@dg.asset` keyword arguments for a single-table asset (deps from `reads`, the schema check)."""
     return dict(
         name=table.name, deps=[_dep(r) for r in reads], description=table.description, owners=list(owners),
-        partitions_def=call_date_partitions, code_version="1", check_specs=[schema_check_spec(table)],
+        partitions_def=call_date_partitions, backfill_policy=RANGE_BACKFILL, code_version="1",
+        check_specs=[schema_check_spec(table)],
     )
-
-
-def partition_date(context: dg.AssetExecutionContext) -> dt.date:
-    return dt.date.fromisoformat(context.partition_key)
 
 
 def partition_dates(context: dg.AssetExecutionContext) -> list[dt.date]:
@@ -78,6 +78,13 @@ def partition_dates(context: dg.AssetExecutionContext) -> list[dt.date]:
     window = context.partition_time_window
     start, end = window.start.date(), window.end.date()
     return [start + dt.timedelta(days=n) for n in range((end - start).days)]
+
+
+def with_call_dates(frame: pd.DataFrame, source: pd.DataFrame) -> pd.DataFrame:
+    """`frame` with each row's `call_date` taken from its call's rows in `source` (a table read for the
+    run's dates): what a date-range run needs to write each row into its own partition."""
+    dates = dict(zip(source["call_id"], source[PARTITION_COLUMN]))
+    return frame.assign(**{PARTITION_COLUMN: frame["call_id"].map(dates)})
 
 
 class UndeclaredReadError(dg.Failure):

@@ -29,7 +29,6 @@ from callintel_dagster.resources.compute import CallCompute, CallTask, decode_pa
 from callintel_dagster.resources.lakehouse import Lakehouse
 from callintel_dagster.tables import RAW_CALL_AUDIO, SPEECH_ACTIVITY, Table
 
-MODEL_STAGE_BACKFILL = dg.BackfillPolicy.single_run()
 USABLE_CALLS_READS = (RAW_CALL_AUDIO, SPEECH_ACTIVITY)
 KEPT_NOTE = "earlier results of this stage are kept (stale) until a run succeeds"
 

@@ -7,8 +7,9 @@ import pandas as pd
 
 from callintel_dagster.assets.incremental import StageConfig, plan_stage
 from callintel_dagster.assets.io import (
+    RANGE_BACKFILL,
     TableReader,
-    partition_date,
+    partition_dates,
     schema_check_spec,
     table_spec,
     write_quarantine,
@@ -30,6 +31,7 @@ from callintel_dagster.tables import RAW_CALL_AUDIO, SPEECH_ACTIVITY, VALID_SEGM
     ],
     check_specs=[schema_check_spec(VALID_SEGMENTS), schema_check_spec(SPEECH_ACTIVITY)],
     partitions_def=call_date_partitions,
+    backfill_policy=RANGE_BACKFILL,
 )
 def valid_segments(
     context: dg.AssetExecutionContext,
@@ -42,13 +44,13 @@ def valid_segments(
     decoded, or holds less than `min_speech_s` of speech (silent / dead-air recording), is
     quarantined with the reason; the others are written. A call whose recording and settings are
     unchanged since its last run keeps its rows without being decoded again."""
-    call_date = partition_date(context)
+    call_dates = partition_dates(context)
     read = TableReader(context, lakehouse)
-    inventory = read(RAW_CALL_AUDIO, [call_date])
+    inventory = read(RAW_CALL_AUDIO, call_dates)
     inventory = inventory.loc[inventory["status"] == "ok", ["call_id", "call_date", "blob_key", "blob_version"]]
     vad_config = audio_settings.vad_config()
     settings = f"{vad_config!r}|{audio_settings.min_speech_s}|{audio_settings.max_duration_s}"
-    plan = plan_stage(lakehouse, VALID_SEGMENTS.name, inventory, settings, [call_date], config.recompute)
+    plan = plan_stage(lakehouse, VALID_SEGMENTS.name, inventory, settings, call_dates, config.recompute)
     calls = plan.to_run
     context.log.info(f"VAD: {len(calls)} new or changed calls; {len(plan.unchanged_call_ids)} unchanged keep their rows")
     segment_frames, stats_rows, quarantined = [], [], []
@@ -67,29 +69,30 @@ def valid_segments(
                     f"{call.blob_key}: silent recording ({stats['speech_s']:.1f} s of speech in {duration:.1f} s)"
                 )
         except AudioDecodeError as exc:
-            quarantined.append(
-                {"call_id": call.call_id, "blob_key": call.blob_key, "blob_version": call.blob_version, "reason": str(exc)}
-            )
+            quarantined.append({
+                "call_id": call.call_id, "call_date": call.call_date, "blob_key": call.blob_key,
+                "blob_version": call.blob_version, "reason": str(exc),
+            })
             continue
         audio_seconds += duration
-        segment_frames.append(table.assign(call_id=call.call_id))
-        stats_rows.append({"call_id": call.call_id, **stats})
+        segment_frames.append(table.assign(call_id=call.call_id, call_date=call.call_date))
+        stats_rows.append({"call_id": call.call_id, "call_date": call.call_date, **stats})
         context.log.info(
             f"VAD {number}/{len(calls)} {call.blob_key}: {stats['n_speech_segments']} speech segments, "
             f"speech ratio {stats['speech_ratio']:.2f}"
         )
     elapsed = time.perf_counter() - started
-    write_quarantine(lakehouse, context, stage=VALID_SEGMENTS.name, call_dates=[call_date], rows=quarantined)
+    write_quarantine(lakehouse, context, stage=VALID_SEGMENTS.name, call_dates=call_dates, rows=quarantined)
     failed = [row["call_id"] for row in quarantined]
-    plan.record(context, lakehouse, failed, [call_date])
+    plan.record(context, lakehouse, failed, call_dates)
 
     segments = VALID_SEGMENTS.rows([])
     if segment_frames:
-        segments = pd.concat(segment_frames, ignore_index=True)[segments.columns]
+        segments = pd.concat(segment_frames, ignore_index=True)[[*segments.columns, "call_date"]]
     kept = plan.kept(failed)
-    seg_check, seg_written = write_table(context, lakehouse, VALID_SEGMENTS, segments, [call_date], keep_call_ids=kept)
+    seg_check, seg_written = write_table(context, lakehouse, VALID_SEGMENTS, segments, call_dates, keep_call_ids=kept)
     act_check, act_written = write_table(
-        context, lakehouse, SPEECH_ACTIVITY, SPEECH_ACTIVITY.rows(stats_rows), [call_date], keep_call_ids=kept
+        context, lakehouse, SPEECH_ACTIVITY, SPEECH_ACTIVITY.rows(stats_rows), call_dates, keep_call_ids=kept
     )
     rate = {"realtime_factor": round(elapsed / audio_seconds, 4)} if audio_seconds else {}
     yield dg.MaterializeResult(

@@ -4,8 +4,9 @@ import dagster as dg
 
 from callintel_dagster.assets.io import (
     TableReader,
-    partition_date,
+    partition_dates,
     table_asset_kwargs,
+    with_call_dates,
     write_table,
 )
 from callintel_dagster.resources.lakehouse import Lakehouse
@@ -23,16 +24,16 @@ def call_summaries(context: dg.AssetExecutionContext, lakehouse: Lakehouse, comp
     """Issues, outcomes and action items per call, each a verbatim sentence citing its turn:
     extracted by cue phrases by default, by the configured LLM (validated, with the extractive
     summary as fallback) when an endpoint is set."""
-    call_date = partition_date(context)
+    call_dates = partition_dates(context)
     read = TableReader(context, lakehouse)
-    turns = read(TRANSCRIPTS, [call_date])
+    turns = read(TRANSCRIPTS, call_dates)
     calls = {call_id: group.sort_values("turn_index") for call_id, group in turns.groupby("call_id")}
     outcomes = compliance_assessor.summarize(calls)
     for call_id, outcome in outcomes.items():
         if outcome.error:
             context.log.warning(f"call {call_id}: LLM summary fell back to extractive: {outcome.error}")
     frame = CALL_SUMMARIES.rows([{"call_id": call_id, **outcome.row()} for call_id, outcome in outcomes.items()])
-    check, written = write_table(context, lakehouse, CALL_SUMMARIES, frame, [call_date])
+    check, written = write_table(context, lakehouse, CALL_SUMMARIES, with_call_dates(frame, turns), call_dates)
     return dg.MaterializeResult(
         metadata={**written, **read.metadata(), "llm_summaries": sum(o.source == "llm" for o in outcomes.values())},
         check_results=[check],

@@ -6,13 +6,13 @@ import dagster as dg
 
 from callintel_dagster.assets.incremental import StageConfig
 from callintel_dagster.assets.io import (
+    RANGE_BACKFILL,
     TableReader,
     partition_dates,
     schema_check_spec,
     table_spec,
 )
 from callintel_dagster.assets.model_stage import (
-    MODEL_STAGE_BACKFILL,
     USABLE_CALLS_READS,
     run_model_stage,
     usable_calls,
@@ -69,7 +69,7 @@ def tone_model(context: dg.AssetExecutionContext, config: ToneModelConfig, model
     ],
     check_specs=[schema_check_spec(TONE_SCORES), schema_check_spec(CALL_TONE)],
     partitions_def=call_date_partitions,
-    backfill_policy=MODEL_STAGE_BACKFILL,
+    backfill_policy=RANGE_BACKFILL,
     retry_policy=dg.RetryPolicy(max_retries=2, delay=5, backoff=dg.Backoff.EXPONENTIAL, jitter=dg.Jitter.FULL),
 )
 def tone_scores(

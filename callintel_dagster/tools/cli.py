@@ -51,7 +51,6 @@ def run_demo(data_dir: Path) -> int:
     import dagster as dg
 
     from callintel_dagster.definitions import build_definitions
-
     from callintel_dagster.tools.alert_catcher import AlertCatcher
 
     with AlertCatcher(data_dir / "alerts") as catcher:

@@ -14,10 +14,10 @@ from pathlib import Path
 from callintel_dagster.star_schema import (
     DIMENSIONS,
     FACTS,
-    Dimension,
     HIDDEN_COLUMNS,
     MEASURES,
     PAGES,
+    Dimension,
     databricks_views_sql,
     relationships,
 )
