@@ -22,11 +22,13 @@ MODEL_STAGE_BACKFILL = dg.BackfillPolicy.single_run()
 
 
 def usable_calls(lakehouse: Lakehouse, blob_store: BlobStore, call_dates: list[dt.date]) -> pd.DataFrame:
-    """Calls of the dates that passed ingest and VAD, with a path the workers can decode."""
+    """Calls of the dates that passed ingest and VAD, with a path the workers can decode and what
+    `engines.audio.decode_call_audio` checks the file against (size, checksum, VAD-measured duration)."""
     activity = lakehouse.read("speech_activity", call_dates)
+    inventoried = ["call_id", "call_date", "blob_key", "blob_version", "size_bytes", "checksum_sha256"]
     if activity.empty:
-        return pd.DataFrame(columns=["call_id", "call_date", "blob_key", "blob_version", "audio_path", "duration_s"])
-    raw = lakehouse.read("raw_call_audio", call_dates)[["call_id", "call_date", "blob_key", "blob_version"]]
+        return pd.DataFrame(columns=[*inventoried, "audio_path", "duration_s"])
+    raw = lakehouse.read("raw_call_audio", call_dates)[inventoried]
     calls = activity[["call_id", "call_date", "duration_s"]].merge(raw, on=["call_id", "call_date"], how="inner")
     calls["audio_path"] = [blob_store.uri(key) for key in calls["blob_key"]]
     return calls.sort_values(["call_date", "call_id"]).reset_index(drop=True)
