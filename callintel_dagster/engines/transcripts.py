@@ -21,7 +21,7 @@ from callintel_dagster.engines.redaction import redact_turns
 
 @dataclasses.dataclass(frozen=True)
 class TranscriptTask:
-    """Picklable per-call task (configs are frozen dataclasses, shipped to Spark workers)."""
+    """Per-call task: frozen dataclasses for Spark workers; a JSON spec to a cluster (`task_spec`)."""
 
     asr: AsrConfig
     diarization: DiarizationConfig
