@@ -5,19 +5,17 @@ from __future__ import annotations
 
 import os
 import time
-import uuid
 from pathlib import Path
 
 import dagster as dg
 import pytest
 import yaml
-from dagster._core.remote_origin import RegisteredCodeLocationOrigin, RemoteJobOrigin, RemoteRepositoryOrigin
 from dagster._core.test_utils import instance_for_test
 from dagster._daemon.run_coordinator.queued_run_coordinator_daemon import QueuedRunCoordinatorDaemon
 
 from callintel_dagster.resources.blob_store import LocalBlobStore
 from callintel_dagster.sensors import INGEST_ASSET, SETTLE_ENV, new_recordings_sensor
-from callintel_dagster_tests.conftest import DAY_ONE, DAY_TWO
+from callintel_dagster_tests.conftest import DAY_ONE, DAY_TWO, pipeline_run
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -136,14 +134,9 @@ def test_a_second_run_of_the_same_date_stays_queued(tmp_path):
     of another date is launched."""
     coordinator = yaml.safe_load((REPO_ROOT / "dagster.yaml").read_text())["run_coordinator"]
     coordinator["config"]["max_concurrent_runs"] = 10
-    origin = RemoteJobOrigin(
-        RemoteRepositoryOrigin(RegisteredCodeLocationOrigin("callintel_dagster"), "__repository__"), "call_pipeline_job"
-    )
     with instance_for_test(overrides={"run_coordinator": coordinator}, temp_dir=str(tmp_path)) as instance:
         def add(status: dg.DagsterRunStatus, partition: str) -> str:
-            run = dg.DagsterRun(job_name="call_pipeline_job", run_id=str(uuid.uuid4()), status=status,
-                                tags={"dagster/partition": partition}, remote_job_origin=origin)
-            return instance.add_run(run).run_id
+            return instance.add_run(pipeline_run(status, {"dagster/partition": partition})).run_id
 
         add(dg.DagsterRunStatus.STARTED, DAY_ONE)
         same_day = add(dg.DagsterRunStatus.QUEUED, DAY_ONE)
