@@ -16,6 +16,7 @@ import av
 import numpy as np
 
 SAMPLE_RATE = 16_000
+_HEADER_TRUST_S = 3600.0
 
 
 class AudioDecodeError(ValueError):
@@ -86,8 +87,9 @@ def decode_audio(
     """Decode any audio file to mono float32 at `sample_rate`, streaming frame by frame.
 
     Memory: the samples go straight into one buffer sized from the container's declared duration
-    (grown by half when a header under-declares it), so the peak is about the decoded size itself
-    (3 h at 16 kHz: 0.69 GB), not a list of frames plus their concatenated copy (twice that).
+    (grown by half, in place where the allocator can, when a header under-declares it), so the peak
+    is about the decoded size itself (3 h at 16 kHz: 0.69 GB), not a list of frames plus their
+    concatenated copy (twice that).
     Raises `AudioDecodeError` naming the file when it exceeds `max_bytes` or `max_duration_s`
     (checked before the buffer grows past the limit, so a 4-hour file never sits in memory whole),
     or when a sample is NaN or infinite (a float WAV can carry them; every model would turn them
@@ -119,7 +121,8 @@ def decode_audio(
 
 
 def _declared_samples(container, sample_rate: int) -> int:
-    """Samples the container header promises (+1 s of slack), or one minute when it says nothing."""
+    """Samples the container header promises (+1 s of slack), or one minute when it says nothing.
+    Capped at an hour: a header is untrusted input, and growing the buffer later costs little."""
     stream = container.streams.audio[0]
     if stream.duration is not None and stream.time_base is not None:
         seconds = float(stream.duration * stream.time_base)
@@ -127,7 +130,7 @@ def _declared_samples(container, sample_rate: int) -> int:
         seconds = container.duration / av.time_base
     else:
         seconds = 60.0
-    return int((max(seconds, 0.0) + 1.0) * sample_rate)
+    return int((min(max(seconds, 0.0), _HEADER_TRUST_S) + 1.0) * sample_rate)
 
 
 class _SampleBuffer:
