@@ -3,6 +3,7 @@ the remote entrypoint under a real Pipes session on local Spark, and the MERGE I
 
 import base64
 import binascii
+import dataclasses
 import datetime as dt
 import io
 import json
@@ -20,6 +21,7 @@ import soundfile
 from dagster._core.pipes import utils as pipes_utils
 from dagster_pipes import decode_param
 
+from callintel_dagster.engines import task_spec
 from callintel_dagster.engines.audio import sha256_of
 from callintel_dagster.engines.characteristics import CharacteristicsTask
 from callintel_dagster.engines.task_spec import TaskSpecError, task_from_spec, task_to_spec
@@ -483,3 +485,16 @@ def test_the_pyannote_token_is_read_from_the_worker_environment(monkeypatch, tmp
     with pytest.raises(RuntimeError, match="could not load pipeline"):
         _load_pyannote_pipeline(config)
     assert seen == [CANARY]
+
+
+def test_a_task_with_a_credential_field_cannot_be_specced(monkeypatch):
+    @dataclasses.dataclass(frozen=True)
+    class LeakyTask:
+        model: str = "m"
+        hf_token: str | None = None
+
+    monkeypatch.setitem(task_spec.TASK_KINDS, "leaky", LeakyTask)
+    with pytest.raises(TaskSpecError, match=r"leaky: fields \['hf_token'\] look like credentials"):
+        task_to_spec(LeakyTask(hf_token=CANARY))
+    with pytest.raises(TaskSpecError, match="look like credentials"):
+        task_from_spec({"kind": "leaky", "fields": {"model": "m", "hf_token": CANARY}})

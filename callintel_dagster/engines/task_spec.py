@@ -26,7 +26,8 @@ TASK_KINDS: dict[str, type] = {
     "tone": ToneTask,
     "characteristics": CharacteristicsTask,
 }
-_SECRET_NAME = re.compile(r"token|secret|password|passwd|api_?key|credential", re.IGNORECASE)
+# hf_token, access_token, client_secret, password, api_key …; not max_tokens.
+_SECRET_NAME = re.compile(r"(?:^|_)token$|secret|passw(?:or)?d|api_?key|credential", re.IGNORECASE)
 _SCALARS = (str, int, float, bool, type(None))
 
 
