@@ -1,5 +1,18 @@
-"""The one `Definitions` of CallIntel. Resources are chosen by environment variables (see README
-"Configuration"); nothing here touches the network or needs a secret at import time."""
+"""The one `Definitions` of CallIntel.
+
+`CALLINTEL_DEPLOYMENT` picks a coherent set of resources (README "Deployment profiles"):
+
+| profile            | blob store              | lakehouse                               | model-stage compute        |
+|--------------------|-------------------------|-----------------------------------------|----------------------------|
+| `local` (default)  | local folder            | delta-rs, local folder                  | PySpark `local[*]`         |
+| `azure`            | Azure Blob / ADLS       | delta-rs on `CALLINTEL_LAKEHOUSE_ROOT`  | PySpark `local[*]`         |
+| `azure-databricks` | Azure Blob / ADLS       | delta-rs on `CALLINTEL_LAKEHOUSE_ROOT`  | Databricks GPU job (Pipes) |
+| `databricks-uc`    | Azure Blob / ADLS       | Unity Catalog via Spark SQL MERGE       | Databricks GPU job (Pipes) |
+
+The compliance engine is the rules engine unless `CALLINTEL_LLM_BASE_URL` names an endpoint, in
+every profile. The resources are built when Dagster loads the code location (`@dg.definitions`),
+not when this module is imported, and secrets are `dg.EnvVar`s resolved when a resource starts.
+"""
 
 from __future__ import annotations
 
@@ -20,89 +33,120 @@ from callintel_dagster.assets.summaries import call_summaries
 from callintel_dagster.assets.tone import tone_model, tone_scores
 from callintel_dagster.assets.transcripts import transcripts
 from callintel_dagster.jobs import call_pipeline_job, reprocess_malformed_job
-from callintel_dagster.resources.blob_store import AzureBlobStore, LocalBlobStore
+from callintel_dagster.resources.blob_store import (
+    AzureBlobStore,
+    BlobStore,
+    LocalBlobStore,
+)
 from callintel_dagster.resources.categories import CategorySettings
-from callintel_dagster.resources.compute import LocalSparkCompute
+from callintel_dagster.resources.compute import CallCompute, LocalSparkCompute
 from callintel_dagster.resources.databricks import (
     DatabricksPipesCompute,
     GpuClusterSpec,
+)
+from callintel_dagster.resources.lakehouse import (
+    DeltaLakehouse,
+    Lakehouse,
     SparkDeltaLakehouse,
 )
-from callintel_dagster.resources.lakehouse import DeltaLakehouse
-from callintel_dagster.resources.llm import OpenAICompatibleAssessor, RulesAssessor
+from callintel_dagster.resources.llm import (
+    ComplianceAssessor,
+    OpenAICompatibleAssessor,
+    RulesAssessor,
+)
 from callintel_dagster.resources.models import ModelSettings
 from callintel_dagster.resources.reports import ReportSettings
 from callintel_dagster.resources.settings import AudioSettings
 from callintel_dagster.sensors import new_recordings_sensor
 
+DEPLOYMENTS = ("local", "azure", "azure-databricks", "databricks-uc")
+# The switches this one setting replaced; a leftover one would silently do nothing, so it is an error.
+_RETIRED_SWITCHES = ("CALLINTEL_ENV", "CALLINTEL_COMPUTE", "CALLINTEL_LAKEHOUSE")
 
-def build_compute(kind: str | None = None):
-    """`local` (default): PySpark local mode. `databricks`: the model stages run on a Databricks GPU job
-    cluster through Dagster Pipes; everything else stays on the orchestrator."""
-    kind = kind or os.environ.get("CALLINTEL_COMPUTE", "local")
-    if kind == "local":
-        return LocalSparkCompute(master=os.environ.get("CALLINTEL_SPARK_MASTER", "local[*]"))
-    if kind == "databricks":
-        return DatabricksPipesCompute(
-            host=dg.EnvVar("DATABRICKS_HOST"),
-            token=dg.EnvVar("DATABRICKS_TOKEN"),
-            entrypoint_file=dg.EnvVar("CALLINTEL_DATABRICKS_ENTRYPOINT"),
-            wheel=dg.EnvVar("CALLINTEL_DATABRICKS_WHEEL"),
-            staging_path=dg.EnvVar("CALLINTEL_DATABRICKS_STAGING"),
-            cluster=GpuClusterSpec(node_type_id=os.environ.get("CALLINTEL_DATABRICKS_NODE_TYPE", "g5.xlarge")),
-            secret_env={"HF_TOKEN": "callintel/hf-token", "CALLINTEL_LLM_API_KEY": "callintel/llm-api-key"},
-        )
-    raise ValueError(f"CALLINTEL_COMPUTE must be 'local' or 'databricks', not {kind!r}")
+ASSETS = [
+    raw_call_audio, valid_segments, tone_model, tone_scores, transcripts, compliance_flags,
+    fused_insights, insights_dashboard, call_characteristics, call_categories, call_summaries,
+]
 
 
-def build_lakehouse(data_root: str):
-    """`delta-rs` (default) on a folder/URI, or `spark` for Unity Catalog tables written with delta-spark MERGE."""
-    if os.environ.get("CALLINTEL_LAKEHOUSE", "delta-rs") == "spark":
-        return SparkDeltaLakehouse(
-            catalog=os.environ.get("CALLINTEL_UC_CATALOG", "main"), schema_name=os.environ.get("CALLINTEL_UC_SCHEMA", "callintel")
-        )
-    return DeltaLakehouse(root=os.environ.get("CALLINTEL_LAKEHOUSE_ROOT", f"{data_root}/lakehouse"))
+def _env(name: str, default: str) -> str:
+    return os.environ.get(name) or default
 
 
-def build_resources(env: str | None = None) -> dict:
-    env = env or os.environ.get("CALLINTEL_ENV", "local")
-    data_root = os.environ.get("CALLINTEL_DATA_ROOT", "data")
-    if env == "local":
-        blob_store = LocalBlobStore(root=os.environ.get("CALLINTEL_BLOB_ROOT", f"{data_root}/blobs"))
-    elif env == "azure":
-        blob_store = AzureBlobStore(
-            account_name=dg.EnvVar("CALLINTEL_AZURE_ACCOUNT"),
-            container=dg.EnvVar("CALLINTEL_AZURE_CONTAINER"),
-            account_key=dg.EnvVar("AZURE_STORAGE_KEY"),
-        )
-    else:
-        raise ValueError(f"CALLINTEL_ENV must be 'local' or 'azure', not {env!r}")
-    if os.environ.get("CALLINTEL_LLM_BASE_URL"):
-        assessor = OpenAICompatibleAssessor(
-            base_url=dg.EnvVar("CALLINTEL_LLM_BASE_URL"),
-            api_key=dg.EnvVar("CALLINTEL_LLM_API_KEY"),
-            model=dg.EnvVar("CALLINTEL_LLM_MODEL"),
-        )
-    else:
-        assessor = RulesAssessor()
+def _azure_blob_store() -> BlobStore:
+    return AzureBlobStore(
+        account_name=dg.EnvVar("CALLINTEL_AZURE_ACCOUNT"),
+        container=dg.EnvVar("CALLINTEL_AZURE_CONTAINER"),
+        prefix=_env("CALLINTEL_AZURE_PREFIX", ""),
+        account_key=dg.EnvVar("AZURE_STORAGE_KEY"),
+    )
+
+
+def _databricks_compute() -> CallCompute:
+    return DatabricksPipesCompute(
+        host=dg.EnvVar("DATABRICKS_HOST"),
+        token=dg.EnvVar("DATABRICKS_TOKEN"),
+        entrypoint_file=dg.EnvVar("CALLINTEL_DATABRICKS_ENTRYPOINT"),
+        wheel=dg.EnvVar("CALLINTEL_DATABRICKS_WHEEL"),
+        staging_path=dg.EnvVar("CALLINTEL_DATABRICKS_STAGING"),
+        cluster=GpuClusterSpec(node_type_id=_env("CALLINTEL_DATABRICKS_NODE_TYPE", "g5.xlarge")),
+        secret_env={"HF_TOKEN": "callintel/hf-token", "CALLINTEL_LLM_API_KEY": "callintel/llm-api-key"},
+    )
+
+
+def _assessor() -> ComplianceAssessor:
+    if not os.environ.get("CALLINTEL_LLM_BASE_URL"):
+        return RulesAssessor()
+    return OpenAICompatibleAssessor(
+        base_url=dg.EnvVar("CALLINTEL_LLM_BASE_URL"),
+        api_key=dg.EnvVar("CALLINTEL_LLM_API_KEY"),
+        model=dg.EnvVar("CALLINTEL_LLM_MODEL"),
+    )
+
+
+def build_resources(deployment: str | None = None) -> dict:
+    """The resources of one deployment profile (default: `$CALLINTEL_DEPLOYMENT`, else `local`)."""
+    retired = [name for name in _RETIRED_SWITCHES if os.environ.get(name)]
+    if retired:
+        raise ValueError(f"{', '.join(retired)} no longer exist: set CALLINTEL_DEPLOYMENT to one of {DEPLOYMENTS}")
+    deployment = deployment or _env("CALLINTEL_DEPLOYMENT", "local")
+    if deployment not in DEPLOYMENTS:
+        raise ValueError(f"CALLINTEL_DEPLOYMENT must be one of {DEPLOYMENTS}, not {deployment!r}")
+    data_root = _env("CALLINTEL_DATA_ROOT", "data")
+    blob_store: BlobStore = (
+        LocalBlobStore(root=_env("CALLINTEL_BLOB_ROOT", f"{data_root}/blobs")) if deployment == "local" else _azure_blob_store()
+    )
+    lakehouse: Lakehouse = (
+        SparkDeltaLakehouse(catalog=_env("CALLINTEL_UC_CATALOG", "main"), schema_name=_env("CALLINTEL_UC_SCHEMA", "callintel"))
+        if deployment == "databricks-uc"
+        else DeltaLakehouse(root=_env("CALLINTEL_LAKEHOUSE_ROOT", f"{data_root}/lakehouse"))
+    )
+    compute: CallCompute = (
+        _databricks_compute()
+        if deployment in ("azure-databricks", "databricks-uc")
+        else LocalSparkCompute(master=_env("CALLINTEL_SPARK_MASTER", "local[*]"))
+    )
     return {
         "blob_store": blob_store,
-        "lakehouse": build_lakehouse(data_root),
+        "lakehouse": lakehouse,
+        "compute": compute,
+        "compliance_assessor": _assessor(),
         "audio_settings": AudioSettings(),
-        "compute": build_compute(),
         "models": ModelSettings(models_root=f"{data_root}/models"),
-        "compliance_assessor": assessor,
         "reports": ReportSettings(root=f"{data_root}/dashboards"),
         "categories": CategorySettings(categories_file=os.environ.get("CALLINTEL_CATEGORIES_FILE")),
     }
 
 
-defs = dg.Definitions(
-    assets=[
-        raw_call_audio, valid_segments, tone_model, tone_scores, transcripts, compliance_flags,
-        fused_insights, insights_dashboard, call_characteristics, call_categories, call_summaries,
-    ],
-    jobs=[call_pipeline_job, reprocess_malformed_job, forget_call],
-    sensors=[new_recordings_sensor],
-    resources=build_resources(),
-)
+def build_definitions(deployment: str | None = None) -> dg.Definitions:
+    return dg.Definitions(
+        assets=ASSETS,
+        jobs=[call_pipeline_job, reprocess_malformed_job, forget_call],
+        sensors=[new_recordings_sensor],
+        resources=build_resources(deployment),
+    )
+
+
+@dg.definitions
+def defs() -> dg.Definitions:
+    return build_definitions()

@@ -12,9 +12,15 @@ import pyarrow
 from pandera.engines import pandas_engine
 from pandera.typing import Series
 
+from callintel_dagster.engines.vocabulary import (
+    PROB_COLUMNS,
+    ROLES,
+    SENTIMENT_LABELS,
+    TONE_LABELS,
+)
+
 CALL_STATUSES = ["ok", "quarantined"]
 SEGMENT_KINDS = ["speech", "silence"]
-ROLES = ["agent", "customer"]
 
 
 class _Table(pa.DataFrameModel):
@@ -92,7 +98,7 @@ class Transcripts(_Table):
 
     turn_index: Series[int] = pa.Field(ge=0)
     speaker: Series[str] = pa.Field()
-    role: Series[str] = pa.Field(isin=ROLES)
+    role: Series[str] = pa.Field(isin=list(ROLES))
     start_s: Series[float] = pa.Field(ge=0)
     end_s: Series[float] = pa.Field(ge=0)
     text: Series[str] = pa.Field()
@@ -129,8 +135,6 @@ class RedactedAudio(_Table):
     spans_json: Series[str] = pa.Field(description="JSON list of [start_s, end_s] masked spans")
 
 
-TONE_LABELS = ["angry", "anxious", "sad", "neutral_positive"]
-
 
 class ToneScores(_Table):
     """`tone_scores`: acoustic tone per speech window (probabilities over the call-centre classes)."""
@@ -142,11 +146,11 @@ class ToneScores(_Table):
     p_anxious: Series[float] = pa.Field(ge=0, le=1)
     p_sad: Series[float] = pa.Field(ge=0, le=1)
     p_neutral_positive: Series[float] = pa.Field(ge=0, le=1)
-    top_label: Series[str] = pa.Field(isin=TONE_LABELS)
+    top_label: Series[str] = pa.Field(isin=list(TONE_LABELS))
 
     @pa.dataframe_check(error="tone probabilities must sum to 1")
     def probabilities_sum_to_one(cls, df: pd.DataFrame) -> Series[bool]:
-        total = df[["p_angry", "p_anxious", "p_sad", "p_neutral_positive"]].sum(axis=1)
+        total = df[list(PROB_COLUMNS)].sum(axis=1)
         return (total - 1).abs() < 1e-3
 
 
@@ -160,7 +164,7 @@ class CallTone(_Table):
     tone_first_third: Series[float] = pa.Field(ge=0, le=1, nullable=True)
     tone_last_third: Series[float] = pa.Field(ge=0, le=1, nullable=True)
     tone_trend: Series[float] = pa.Field(ge=-1, le=1, nullable=True)
-    dominant_label: Series[str] = pa.Field(isin=TONE_LABELS, nullable=True)
+    dominant_label: Series[str] = pa.Field(isin=list(TONE_LABELS), nullable=True)
     model_id: Series[str] = pa.Field()
 
 
@@ -169,7 +173,7 @@ class ComplianceFlags(_Table):
     with evidence and audit columns. `status=pending` means the LLM answer is still missing/malformed
     and the flags shown are the rules engine's."""
 
-    overall_sentiment: Series[str] = pa.Field(isin=["positive", "neutral", "negative"], nullable=True)
+    overall_sentiment: Series[str] = pa.Field(isin=list(SENTIMENT_LABELS), nullable=True)
     issue_resolved: Series[pd.BooleanDtype] = pa.Field(nullable=True)
     billing_detected: Series[pd.BooleanDtype] = pa.Field(nullable=True)
     phi_before_verification: Series[pd.BooleanDtype] = pa.Field(nullable=True)
@@ -214,7 +218,7 @@ class CallSummaries(_Table):
 class CallCharacteristics(_Table):
     """`call_characteristics`: per call and role (definitions in engines/characteristics.py)."""
 
-    role: Series[str] = pa.Field(isin=ROLES)
+    role: Series[str] = pa.Field(isin=list(ROLES))
     talk_time_s: Series[float] = pa.Field(ge=0)
     non_talk_time_s: Series[float] = pa.Field(ge=0)
     longest_gap_s: Series[float] = pa.Field(ge=0)
@@ -237,11 +241,11 @@ class TurnSentiment(_Table):
     """`turn_sentiment`: text sentiment (VADER) and negative acoustic tone per transcript turn."""
 
     turn_index: Series[int] = pa.Field(ge=0)
-    role: Series[str] = pa.Field(isin=ROLES)
+    role: Series[str] = pa.Field(isin=list(ROLES))
     start_s: Series[float] = pa.Field(ge=0)
     end_s: Series[float] = pa.Field(ge=0)
     sentiment: Series[float] = pa.Field(ge=-1, le=1)
-    sentiment_label: Series[str] = pa.Field(isin=["negative", "neutral", "positive"])
+    sentiment_label: Series[str] = pa.Field(isin=list(SENTIMENT_LABELS))
     tone_negative: Series[float] = pa.Field(ge=0, le=1, nullable=True)
 
 
@@ -273,8 +277,8 @@ class FusedInsights(_Table):
     max_anger: Series[float] = pa.Field(ge=0, le=1, nullable=True)
     negative_share: Series[float] = pa.Field(ge=0, le=1, nullable=True)
     tone_trend: Series[float] = pa.Field(ge=-1, le=1, nullable=True)
-    dominant_label: Series[str] = pa.Field(isin=TONE_LABELS, nullable=True)
-    overall_sentiment: Series[str] = pa.Field(isin=["positive", "neutral", "negative"], nullable=True)
+    dominant_label: Series[str] = pa.Field(isin=list(TONE_LABELS), nullable=True)
+    overall_sentiment: Series[str] = pa.Field(isin=list(SENTIMENT_LABELS), nullable=True)
     issue_resolved: Series[pd.BooleanDtype] = pa.Field(nullable=True)
     billing_detected: Series[pd.BooleanDtype] = pa.Field(nullable=True)
     phi_before_verification: Series[pd.BooleanDtype] = pa.Field(nullable=True)

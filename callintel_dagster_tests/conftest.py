@@ -12,12 +12,12 @@ import pyarrow
 import pytest
 from dagster._core.remote_origin import RegisteredCodeLocationOrigin, RemoteJobOrigin, RemoteRepositoryOrigin
 
-from callintel_dagster.demo_data import write_bad_recordings, write_sample_call
 from callintel_dagster.engines.audio import SAMPLE_RATE
 from callintel_dagster.resources.blob_store import LocalBlobStore
 from callintel_dagster.resources.lakehouse import DeltaLakehouse
 from callintel_dagster.resources.settings import AudioSettings
 from callintel_dagster.schemas import Transcripts, arrow_schema
+from callintel_dagster.tools.demo_data import write_bad_recordings, write_sample_call
 from callintel_dagster_tests.fake_openai_server import FakeOpenAIServer
 
 DAY_ONE = "2026-11-23"

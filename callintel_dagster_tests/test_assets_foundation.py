@@ -7,7 +7,7 @@ import dagster as dg
 from callintel_dagster.assets import ingest
 from callintel_dagster.assets.ingest import raw_call_audio
 from callintel_dagster.assets.segments import valid_segments
-from callintel_dagster.demo_data import write_sample_call
+from callintel_dagster.tools.demo_data import write_sample_call
 from callintel_dagster_tests.conftest import DAY_ONE, DAY_TWO, as_date
 
 FOUNDATION = [raw_call_audio, valid_segments]

@@ -129,7 +129,7 @@ def test_rules_default_is_idempotent(resources):
 
 
 def test_a_date_range_runs_as_one_spark_job(resources, blob_root, spark_compute, tiny_wav2vec2_dir, tmp_path):
-    from callintel_dagster.demo_data import write_sample_call
+    from callintel_dagster.tools.demo_data import write_sample_call
     from callintel_dagster_tests.conftest import DAY_ONE
 
     for day in (DAY_ONE, DAY_TWO):

@@ -10,7 +10,6 @@ import numpy as np
 import pytest
 import soundfile
 
-from callintel_dagster.demo_data import sample_call_path
 from callintel_dagster.engines.audio import (
     SAMPLE_RATE,
     AudioDecodeError,
@@ -24,6 +23,7 @@ from callintel_dagster.engines.ingest import (
     call_id_for,
     inventory_recording,
 )
+from callintel_dagster.engines.reference import sample_call_path
 from callintel_dagster.engines.vad import (
     VadConfig,
     segment_table,

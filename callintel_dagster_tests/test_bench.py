@@ -14,7 +14,7 @@ from numbers import Real
 import pandas as pd
 import pytest
 
-from callintel_dagster import bench, cli
+from callintel_dagster.tools import bench, cli
 
 SECTIONS = ("machine", "timestamps", "settings", "sample_call", "tone_model", "compliance_flags", "throughput")
 

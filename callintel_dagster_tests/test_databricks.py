@@ -30,12 +30,11 @@ from callintel_dagster.resources.compute import RESULT_COLUMNS, CallCompute
 from callintel_dagster.resources.databricks import (
     DatabricksPipesCompute,
     GpuClusterSpec,
-    SparkDeltaLakehouse,
     build_submit_spec,
-    merge_sql,
     pipes_extras,
     staging_kind,
 )
+from callintel_dagster.resources.lakehouse import SparkDeltaLakehouse, merge_sql
 from callintel_dagster.resources.models import ModelSettings
 from callintel_dagster_tests.fake_databricks_server import (
     FakeDatabricksServer,
@@ -337,7 +336,7 @@ def test_spark_analyzes_the_merge_against_a_real_table(spark):
     from pyspark.errors import AnalysisException
 
     spark.sql(
-        "CREATE TABLE spark_catalog.callintel.transcripts (call_id STRING, turn_index INT, call_date DATE) "
+        "CREATE TABLE spark_catalog.callintel.transcripts (call_id STRING, turn_index BIGINT, call_date DATE) "
         "USING parquet PARTITIONED BY (call_date)"
     )
     lakehouse = SparkDeltaLakehouse(catalog="spark_catalog", schema_name="callintel")

@@ -8,8 +8,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from callintel_dagster.cli import DEMO_DATES
-from callintel_dagster.demo_calls import (
+from callintel_dagster.engines.audio import SAMPLE_RATE, decode_audio
+from callintel_dagster.engines.ingest import inventory_recording
+from callintel_dagster.engines.redaction import redact_text
+from callintel_dagster.engines.rules import assess_call_with_rules
+from callintel_dagster.resources.blob_store import LocalBlobStore
+from callintel_dagster.tools.demo_calls import (
+    DEMO_DATES,
     TRUTH_SUFFIX,
     CallTruth,
     flag_scores,
@@ -18,11 +23,6 @@ from callintel_dagster.demo_calls import (
     load_truth,
     write_demo_calls,
 )
-from callintel_dagster.engines.audio import SAMPLE_RATE, decode_audio
-from callintel_dagster.engines.ingest import inventory_recording
-from callintel_dagster.engines.redaction import redact_text
-from callintel_dagster.engines.rules import assess_call_with_rules
-from callintel_dagster.resources.blob_store import LocalBlobStore
 
 SCRIPTS = {script.name: script for script in load_scripts()}
 SPOKEN = [name for name, script in SCRIPTS.items() if not script.body.get("corrupt")]

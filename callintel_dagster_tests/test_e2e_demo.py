@@ -9,7 +9,6 @@ import dagster as dg
 import pytest
 
 from callintel_dagster.definitions import defs
-from callintel_dagster.demo_calls import flag_scores, iter_truth, write_demo_calls
 from callintel_dagster.engines.dashboard import CHART_IDS
 from callintel_dagster.engines.ingest import call_id_for
 from callintel_dagster.engines.reference import (
@@ -22,6 +21,7 @@ from callintel_dagster.resources.compute import LocalSparkCompute
 from callintel_dagster.resources.llm import RulesAssessor
 from callintel_dagster.resources.models import ModelSettings
 from callintel_dagster.resources.reports import ReportSettings
+from callintel_dagster.tools.demo_calls import flag_scores, iter_truth, write_demo_calls
 from callintel_dagster_tests.conftest import DAY_TWO
 
 SCRIPTED = ["billing-dispute", "phi-before-verification", "dead-air"]

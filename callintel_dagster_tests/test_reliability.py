@@ -33,7 +33,6 @@ from pyarrow.fs import LocalFileSystem, SubTreeFileSystem
 from callintel_dagster.assets.ingest import raw_call_audio
 from callintel_dagster.assets.maintenance import forget_call, redacted_copy_key
 from callintel_dagster.assets.segments import valid_segments
-from callintel_dagster.demo_data import write_sample_call
 from callintel_dagster.engines.ingest import call_id_for
 from callintel_dagster.engines.reference import sample_call_path
 from callintel_dagster.resources.blob_store import LocalBlobStore
@@ -42,16 +41,19 @@ from callintel_dagster.resources.lakehouse import (
     LOG_RETENTION_PROPERTY,
     ZERO_LOG_RETENTION,
     DeltaLakehouse,
+    SparkDeltaLakehouse,
 )
 from callintel_dagster.resources.locks import (
     LakehouseLockTimeout,
     lakehouse_lock,
+    lock_key,
     lock_path,
     shared_lakehouse_lock,
 )
 from callintel_dagster.resources.models import ModelSettings
 from callintel_dagster.resources.reports import ReportSettings
 from callintel_dagster.resources.settings import AudioSettings
+from callintel_dagster.tools.demo_data import write_sample_call
 from callintel_dagster_tests.conftest import DAY_ONE, DAY_TWO, pipeline_run
 
 FOUNDATION = [raw_call_audio, valid_segments]
@@ -253,6 +255,8 @@ def test_writers_share_the_lakehouse_lock_and_erasure_excludes_them(tmp_path):
                 pass
     assert lock_path(root) == Path(root).resolve() / "_callintel.lock"
     assert lock_path("abfss://lake@acct.dfs.core.windows.net/callintel") != lock_path("abfss://lake@acct.dfs.core.windows.net/x")
+    spark_key = lock_key(SparkDeltaLakehouse(catalog="main", schema_name="callintel"))
+    assert spark_key == "catalog://`main`.`callintel`.``" and lock_path(spark_key).parent.name == "callintel-locks"
 
 
 def test_forget_call_removes_the_dashboards_that_show_the_call(blob_root, resources):
@@ -566,15 +570,24 @@ def test_secrets_read_through_envvar_never_reach_logs_or_tables(tmp_path):
     (blobs / DAY_ONE / "agent-9__broken.wav").write_bytes(b"RIFF not really")  # warnings are logged too
     dagster_home, data_root = tmp_path / "dagster_home", tmp_path / "data"
     secrets = {name: canary for name in ("CALLINTEL_LLM_API_KEY", "DATABRICKS_TOKEN", "AZURE_STORAGE_KEY", "HF_TOKEN")}
+    # The run binds the LLM assessor, which reads its key; the cloud profile binds every other secret.
     env = _cli_env(
         data_root, blobs, dagster_home, **secrets,
-        # Bind the resources that read these secrets: the LLM assessor and the Databricks compute.
         CALLINTEL_LLM_BASE_URL="http://127.0.0.1:9/v1", CALLINTEL_LLM_MODEL="llama",
-        CALLINTEL_COMPUTE="databricks", DATABRICKS_HOST="https://adb-1.invalid",
-        CALLINTEL_DATABRICKS_ENTRYPOINT="/Volumes/x/entry.py", CALLINTEL_DATABRICKS_WHEEL="/Volumes/x/w.whl",
-        CALLINTEL_DATABRICKS_STAGING="/Volumes/x/staging",
     )  # fmt: skip
     done = _run_cli(env)
+    cloud = subprocess.run(
+        [sys.executable, "-m", "dagster", "definitions", "validate", "-m", "callintel_dagster.definitions"],
+        env={
+            **env, "CALLINTEL_DEPLOYMENT": "azure-databricks", "CALLINTEL_AZURE_ACCOUNT": "acct",
+            "CALLINTEL_AZURE_CONTAINER": "calls", "DATABRICKS_HOST": "https://adb-1.invalid",
+            "CALLINTEL_DATABRICKS_ENTRYPOINT": "/Volumes/x/entry.py", "CALLINTEL_DATABRICKS_WHEEL": "/Volumes/x/w.whl",
+            "CALLINTEL_DATABRICKS_STAGING": "/Volumes/x/staging",
+        },
+        cwd=REPO, capture_output=True, text=True, timeout=300,
+    )
+    assert cloud.returncode == 0, cloud.stderr[-3000:]
+    assert canary not in cloud.stdout + cloud.stderr
 
     assert (data_root / "lakehouse" / "speech_activity").is_dir()
     assert any(dagster_home.rglob("*.db")) and any(dagster_home.rglob("compute_logs/*"))

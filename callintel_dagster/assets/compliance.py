@@ -4,20 +4,23 @@ evidence; LLM strict JSON cross-checked by the rules engine, or the rules engine
 import dagster as dg
 import pandas as pd
 
-from callintel_dagster.assets.tables import (
+from callintel_dagster.assets.io import (
+    TableReader,
     partition_date,
-    rows_frame,
     schema_check_spec,
     table_spec,
-    validate_and_merge,
-    with_audit_columns,
+    write_table,
 )
-from callintel_dagster.engines.compliance import assessment_to_row
+from callintel_dagster.engines.compliance import SAFETY_FIELDS, assessment_to_row
 from callintel_dagster.engines.llm_client import LLMUnavailableError
 from callintel_dagster.partitions import call_date_partitions
 from callintel_dagster.resources.lakehouse import Lakehouse
 from callintel_dagster.resources.llm import ComplianceAssessor
-from callintel_dagster.schemas import ComplianceFlags, MalformedLlmOutputs
+from callintel_dagster.tables import (
+    COMPLIANCE_FLAGS,
+    MALFORMED_LLM_OUTPUTS,
+    TRANSCRIPTS,
+)
 
 
 class ComplianceConfig(dg.Config):
@@ -28,20 +31,10 @@ class ComplianceConfig(dg.Config):
 
 @dg.multi_asset(
     specs=[
-        table_spec(
-            "compliance_flags", deps=["transcripts"], group_name="compliance", kinds={"delta", "openai"},
-            owners=["team:compliance"],
-            description="One row per call: sentiment, issue resolved, billing (+topics), HIPAA risk flags, "
-            "escalation, summary, evidence (turn + quote) for every true flag, LLM-vs-rules disagreements, audit columns.",
-        ),
-        table_spec(
-            "malformed_llm_outputs", deps=["transcripts"], group_name="compliance", kinds={"delta"},
-            owners=["team:compliance"],
-            description="Calls whose LLM answer never validated: raw response, error, attempts. "
-            "`reprocess_malformed_job` re-runs just these.",
-        ),
+        table_spec(COMPLIANCE_FLAGS, reads=[TRANSCRIPTS], group_name="compliance", kinds={"delta", "openai"}, owners=["team:compliance"]),
+        table_spec(MALFORMED_LLM_OUTPUTS, reads=[TRANSCRIPTS], group_name="compliance", kinds={"delta"}, owners=["team:compliance"]),
     ],
-    check_specs=[schema_check_spec("compliance_flags"), schema_check_spec("malformed_llm_outputs")],
+    check_specs=[schema_check_spec(COMPLIANCE_FLAGS), schema_check_spec(MALFORMED_LLM_OUTPUTS)],
     partitions_def=call_date_partitions,
     # Endpoint outages (every call unavailable) raise and are retried with backoff; deterministic
     # problems are per-call rows in malformed_llm_outputs, never a failed step.
@@ -57,12 +50,13 @@ def compliance_flags(
     escalation) can never be switched off by the LLM, so an instruction hidden in a transcript cannot
     suppress it; the schema is ours (pydantic), whatever the model answers."""
     call_date = partition_date(context)
-    turns = lakehouse.read("transcripts", [call_date])
-    calls = {call_id: group.sort_values("turn_index") for call_id, group in turns.groupby("call_id")} if len(turns) else {}
+    read = TableReader(context, lakehouse)
+    turns = read(TRANSCRIPTS, [call_date])
+    calls = {call_id: group.sort_values("turn_index") for call_id, group in turns.groupby("call_id")}
     scope = None
     if config.only_pending:
-        flags = lakehouse.read("compliance_flags", [call_date])
-        pending = set(flags.loc[flags["status"] == "pending", "call_id"]) if len(flags) else set()
+        flags = read(COMPLIANCE_FLAGS, [call_date])
+        pending = set(flags.loc[flags["status"] == "pending", "call_id"])
         calls = {call_id: rows for call_id, rows in calls.items() if call_id in pending}
         scope = sorted(calls)
         context.log.info(f"re-assessing {len(calls)} pending calls")
@@ -86,33 +80,23 @@ def compliance_flags(
     ]
     for row in bad_rows:
         context.log.warning(f"call {row['call_id']}: LLM answer {row['outcome']} after {row['attempts']} attempts: {row['error']}")
-    flags_frame = rows_frame(ComplianceFlags, flag_rows)
-    bad_frame = rows_frame(MalformedLlmOutputs, bad_rows)
-    flags_check, flags_written = validate_and_merge(
-        lakehouse, asset="compliance_flags", model=ComplianceFlags,
-        frame=with_audit_columns(flags_frame, call_date, context.run_id),
-        keys=["call_id"], call_date=call_date, call_ids=scope,
-    )
-    bad_check, bad_written = validate_and_merge(
-        lakehouse, asset="malformed_llm_outputs", model=MalformedLlmOutputs,
-        frame=with_audit_columns(bad_frame, call_date, context.run_id),
-        keys=["call_id"], call_date=call_date, call_ids=scope,
+    flags_frame = COMPLIANCE_FLAGS.rows(flag_rows)
+    flags_check, flags_written = write_table(context, lakehouse, COMPLIANCE_FLAGS, flags_frame, [call_date], call_ids=scope)
+    bad_check, bad_written = write_table(
+        context, lakehouse, MALFORMED_LLM_OUTPUTS, MALFORMED_LLM_OUTPUTS.rows(bad_rows), [call_date], call_ids=scope
     )
     counts = pd.Series([r["status"] for r in flag_rows], dtype="object").value_counts().to_dict()
     yield dg.MaterializeResult(
-        asset_key="compliance_flags",
+        asset_key=COMPLIANCE_FLAGS.name,
         metadata={
             **flags_written,
+            **read.metadata(),
             "calls_ok": int(counts.get("ok", 0)),
             "calls_pending": int(counts.get("pending", 0)),
             "engine": "llm+rules" if compliance_assessor.uses_llm else "rules",
-            "flags_true": dg.MetadataValue.json(
-                {f: int(flags_frame[f].fillna(False).astype(bool).sum()) for f in (
-                    "billing_detected", "phi_before_verification", "phi_requested_unnecessarily",
-                    "missing_recording_disclosure", "escalation_requested")}
-            ),
+            "flags_true": dg.MetadataValue.json({f: int(flags_frame[f].fillna(False).astype(bool).sum()) for f in SAFETY_FIELDS}),
         },
     )
-    yield dg.MaterializeResult(asset_key="malformed_llm_outputs", metadata=bad_written)
+    yield dg.MaterializeResult(asset_key=MALFORMED_LLM_OUTPUTS.name, metadata={**bad_written, **read.metadata()})
     yield flags_check
     yield bad_check

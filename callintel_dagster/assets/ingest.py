@@ -3,32 +3,20 @@
 import dagster as dg
 import pandas as pd
 
-from callintel_dagster.assets.tables import (
+from callintel_dagster.assets.io import (
     partition_date,
-    rows_frame,
-    schema_check_spec,
-    validate_and_merge,
-    with_audit_columns,
+    table_asset_kwargs,
     write_quarantine,
+    write_table,
 )
 from callintel_dagster.engines.ingest import inventory_recording
-from callintel_dagster.partitions import call_date_partitions
 from callintel_dagster.resources.blob_store import BlobStore
 from callintel_dagster.resources.lakehouse import Lakehouse
 from callintel_dagster.resources.settings import AudioSettings
-from callintel_dagster.schemas import RawCallAudio
-
-STAGE = "raw_call_audio"
+from callintel_dagster.tables import RAW_CALL_AUDIO
 
 
-@dg.asset(
-    partitions_def=call_date_partitions,
-    group_name="ingest",
-    kinds={"delta", "python"},
-    owners=["team:callintel"],
-    code_version="1",
-    check_specs=[schema_check_spec(STAGE)],
-)
+@dg.asset(**table_asset_kwargs(RAW_CALL_AUDIO, reads=[]), group_name="ingest", kinds={"delta", "python"})
 def raw_call_audio(
     context: dg.AssetExecutionContext,
     blob_store: BlobStore,
@@ -47,21 +35,18 @@ def raw_call_audio(
             row = inventory_recording(path, blob.key, audio_settings.max_bytes, audio_settings.max_duration_s)
         rows.append({**row, "blob_version": blob.version})
         context.log.debug(f"inventoried {number}/{len(blobs)}: {blob.key} -> {row['status']}")
-    frame = rows_frame(RawCallAudio, rows)
+    frame = RAW_CALL_AUDIO.rows(rows)
     frame["ingested_at"] = pd.Timestamp.now(tz="UTC")
-    frame = with_audit_columns(frame, call_date, context.run_id)
 
     quarantined = frame[frame["status"] == "quarantined"]
     write_quarantine(
-        lakehouse, context, stage=STAGE, call_dates=[call_date],
+        lakehouse, context, stage=RAW_CALL_AUDIO.name, call_dates=[call_date],
         rows=[
             {"call_id": r.call_id, "blob_key": r.blob_key, "blob_version": r.blob_version, "reason": r.error}
             for r in quarantined.itertuples()
         ],
     )
-    check, written = validate_and_merge(
-        lakehouse, asset=STAGE, model=RawCallAudio, frame=frame, keys=["call_id"], call_date=call_date
-    )
+    check, written = write_table(context, lakehouse, RAW_CALL_AUDIO, frame, [call_date])
     return dg.MaterializeResult(
         metadata={
             **written,

@@ -5,69 +5,58 @@ import shutil
 
 import dagster as dg
 
-from callintel_dagster.assets.tables import (
+from callintel_dagster.assets.io import (
+    TableReader,
     partition_date,
-    read_table,
-    schema_check_spec,
-    validate_and_merge,
-    with_audit_columns,
+    partition_dates,
+    table_asset_kwargs,
+    write_table,
 )
 from callintel_dagster.engines.dashboard import dashboard_markdown, render_dashboard
 from callintel_dagster.engines.fusion import fuse_calls
 from callintel_dagster.partitions import call_date_partitions
 from callintel_dagster.resources.lakehouse import Lakehouse
 from callintel_dagster.resources.reports import ReportSettings
-from callintel_dagster.schemas import (
-    CallTone,
-    ComplianceFlags,
-    ConversationMetrics,
-    FusedInsights,
-    RawCallAudio,
-    SpeechActivity,
-    ToneScores,
-    Transcripts,
+from callintel_dagster.tables import (
+    CALL_TONE,
+    COMPLIANCE_FLAGS,
+    CONVERSATION_METRICS,
+    FUSED_INSIGHTS,
+    RAW_CALL_AUDIO,
+    SPEECH_ACTIVITY,
+    TONE_SCORES,
+    TRANSCRIPTS,
 )
 
-FUSION_INPUTS = {
-    "raw_call_audio": RawCallAudio, "speech_activity": SpeechActivity, "conversation_metrics": ConversationMetrics,
-    "call_tone": CallTone, "tone_scores": ToneScores, "transcripts": Transcripts, "compliance_flags": ComplianceFlags,
-}
+# In the order `fuse_calls` takes them.
+FUSION_INPUTS = (RAW_CALL_AUDIO, SPEECH_ACTIVITY, CONVERSATION_METRICS, CALL_TONE, TONE_SCORES, TRANSCRIPTS, COMPLIANCE_FLAGS)
+# Days before the run's first date that a dashboard also shows (trend context). A constant, because
+# it is lineage: the dashboard's partition mapping onto its inputs is declared from it.
+DASHBOARD_LOOKBACK_DAYS = 6
+DASHBOARD_INPUTS = (FUSED_INSIGHTS, TONE_SCORES, COMPLIANCE_FLAGS)
 
 
-def _read_inputs(lakehouse: Lakehouse, dates: list[dt.date]) -> dict:
-    return {table: read_table(lakehouse, model, table, dates) for table, model in FUSION_INPUTS.items()}
-
-
-@dg.asset(
-    partitions_def=call_date_partitions,
-    deps=["call_tone", "tone_scores", "conversation_metrics", "transcripts", "compliance_flags", "speech_activity"],
-    group_name="insights",
-    kinds={"delta", "python"},
-    owners=["team:callintel"],
-    code_version="1",
-    check_specs=[schema_check_spec("fused_insights")],
-)
+@dg.asset(**table_asset_kwargs(FUSED_INSIGHTS, reads=FUSION_INPUTS), group_name="insights", kinds={"delta", "python"})
 def fused_insights(context: dg.AssetExecutionContext, lakehouse: Lakehouse) -> dg.MaterializeResult:
     """One row per call: tone + conversation metrics + compliance flags, the mismatches between what
     was said and how it sounded, whether the anger peak falls at the billing turn, and a QA priority
     (0-100) with its reasons. A call missing a stage keeps its row with nulls for that stage."""
     call_date = partition_date(context)
-    inputs = _read_inputs(lakehouse, [call_date])
-    fused = fuse_calls(
-        inputs["raw_call_audio"], inputs["speech_activity"], inputs["conversation_metrics"], inputs["call_tone"],
-        inputs["tone_scores"], inputs["transcripts"], inputs["compliance_flags"],
+    read = TableReader(context, lakehouse)
+    fused = fuse_calls(*(read(table, [call_date]) for table in FUSION_INPUTS))
+    check, written = write_table(context, lakehouse, FUSED_INSIGHTS, fused, [call_date])
+    top = fused.head(3)[["call_id", "agent_id", "qa_priority"]].to_dict("records")
+    return dg.MaterializeResult(
+        metadata={**written, **read.metadata(), "review_first": dg.MetadataValue.json(top)}, check_results=[check]
     )
-    check, written = validate_and_merge(
-        lakehouse, asset="fused_insights", model=FusedInsights,
-        frame=with_audit_columns(fused, call_date, context.run_id), keys=["call_id"], call_date=call_date,
-    )
-    top = fused.head(3)[["call_id", "agent_id", "qa_priority"]].to_dict("records") if len(fused) else []
-    return dg.MaterializeResult(metadata={**written, "review_first": dg.MetadataValue.json(top)}, check_results=[check])
 
 
 @dg.asset(
     partitions_def=call_date_partitions,
-    deps=["fused_insights"],
+    deps=[
+        dg.AssetDep(table.name, partition_mapping=dg.TimeWindowPartitionMapping(start_offset=-DASHBOARD_LOOKBACK_DAYS))
+        for table in DASHBOARD_INPUTS
+    ],
     group_name="insights",
     kinds={"html", "plotly"},
     owners=["team:callintel"],
@@ -75,17 +64,16 @@ def fused_insights(context: dg.AssetExecutionContext, lakehouse: Lakehouse) -> d
     backfill_policy=dg.BackfillPolicy.single_run(),
 )
 def insights_dashboard(context: dg.AssetExecutionContext, lakehouse: Lakehouse, reports: ReportSettings) -> dg.MaterializeResult:
-    """Self-contained HTML dashboard (plotly inlined, no server) for the run's date range plus
-    `lookback_days` before it: tone trend by day, anger spikes vs billing / care-delay topics, agent
-    heatmap, compliance flags with evidence, and the calls to review first. A backfill over a range
-    runs once and renders that whole range."""
-    window = context.partition_time_window
-    first, last = window.start.date(), window.end.date() - dt.timedelta(days=1)
-    start = first - dt.timedelta(days=reports.lookback_days)
+    """Self-contained HTML dashboard (plotly inlined, no server) for the run's date range plus the
+    6 days before it: tone trend by day, anger spikes vs billing / care-delay topics, agent heatmap,
+    compliance flags with evidence, and the calls to review first. A backfill over a range runs once
+    and renders that whole range."""
+    run_dates = partition_dates(context)
+    first, last = run_dates[0], run_dates[-1]
+    start = first - dt.timedelta(days=DASHBOARD_LOOKBACK_DAYS)
     dates = [start + dt.timedelta(days=n) for n in range((last - start).days + 1)]
-    fused = read_table(lakehouse, FusedInsights, "fused_insights", dates)
-    tone = read_table(lakehouse, ToneScores, "tone_scores", dates)
-    flags = read_table(lakehouse, ComplianceFlags, "compliance_flags", dates)
+    read = TableReader(context, lakehouse)
+    fused, tone, flags = (read(table, dates) for table in DASHBOARD_INPUTS)
     path = reports.path_for(f"callintel_{start}_{last}.html")
     summary = render_dashboard(fused, tone, flags, path, title=f"CallIntel — calls {start} to {last}")
     shutil.copyfile(path, reports.path_for("latest.html"))
@@ -96,5 +84,6 @@ def insights_dashboard(context: dg.AssetExecutionContext, lakehouse: Lakehouse, 
             "summary": dg.MetadataValue.md(dashboard_markdown(summary)),
             "calls": summary["n_calls"],
             "days": summary["n_days"],
+            **read.metadata(),
         }
     )

@@ -20,14 +20,14 @@ Run it with the call's id (`raw_call_audio.call_id`) from the launchpad, or:
 from pathlib import Path, PurePosixPath
 
 import dagster as dg
-import pandas as pd
 from pydantic import Field
 
 from callintel_dagster.resources.blob_store import BlobStore
 from callintel_dagster.resources.lakehouse import Lakehouse
-from callintel_dagster.resources.locks import LakehouseLockTimeout, lakehouse_lock
+from callintel_dagster.resources.locks import LakehouseLockTimeout, lakehouse_lock, lock_key
 from callintel_dagster.resources.models import ModelSettings
 from callintel_dagster.resources.reports import ReportSettings
+from callintel_dagster.tables import RAW_CALL_AUDIO
 
 # Runs that may write to the lakehouse now or soon. Zero-retention VACUUM would delete the data
 # files of their not-yet-committed writes, so forgetting refuses while any exists. The lakehouse
@@ -116,11 +116,8 @@ def forget_call_data(
     Everything runs under the exclusive lakehouse lock, which pipeline writes hold shared: no write
     can start between the run check and the VACUUM, nor commit files the VACUUM is deleting."""
     _refuse_while_runs_write(context)
-    root = getattr(lakehouse, "root", None)
-    if root is None:
-        raise dg.Failure(f"forget_call needs a delta-rs lakehouse with a `root`, not {type(lakehouse).__name__}")
     try:
-        with lakehouse_lock(root, exclusive=True, timeout_s=config.lock_timeout_s):
+        with lakehouse_lock(lock_key(lakehouse), exclusive=True, timeout_s=config.lock_timeout_s):
             return _forget(context, config, lakehouse, blob_store, models, reports)
     except LakehouseLockTimeout as exc:
         raise dg.Failure(f"call {config.call_id}: not erased: {exc} (a pipeline run writing?); re-run forget_call later") from exc
@@ -137,8 +134,8 @@ def _forget(
     call_id = config.call_id
     tables = lakehouse.tables()
 
-    inventory = lakehouse.read("raw_call_audio") if "raw_call_audio" in tables else pd.DataFrame()
-    blob_keys = sorted(set(inventory.loc[inventory["call_id"] == call_id, "blob_key"])) if len(inventory) else []
+    inventory = lakehouse.read(RAW_CALL_AUDIO)
+    blob_keys = sorted(set(inventory.loc[inventory["call_id"] == call_id, "blob_key"]))
     doomed = [redacted_copy_key(key, models.redacted_folder) for key in blob_keys]
     if config.delete_recording:
         doomed += blob_keys
@@ -149,7 +146,7 @@ def _forget(
 
     rows_deleted = {}
     for table in tables:
-        rows_deleted[table] = lakehouse.delete_rows(table, f"call_id = '{call_id}'")
+        rows_deleted[table] = lakehouse.delete_call(table, call_id)
         context.log.info(f"call {call_id}: {table}: {rows_deleted[table]} row(s) deleted")
     if not blob_keys and not any(rows_deleted.values()) and not config.allow_unknown:
         raise dg.Failure(

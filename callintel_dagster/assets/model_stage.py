@@ -2,36 +2,64 @@
 engine task over all of them as one Spark job, quarantine the calls whose task failed, and return
 the rows of each output table, each row stamped with its call's date.
 
+A call that fails keeps the rows an earlier run wrote for it (`StageRun.keep_call_ids` narrows the
+partition MERGE's delete), so one crashed worker never erases a good transcript; its quarantine row
+says so until a later run succeeds.
+
 A single-run backfill (`BackfillPolicy.single_run`) hands these assets a whole date range, so a
 range is one Spark job with every model loaded once per worker, not one job per day."""
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import time
 
 import dagster as dg
 import pandas as pd
 
-from callintel_dagster.assets.tables import write_quarantine
+from callintel_dagster.assets.io import TableReader, write_quarantine, write_table
 from callintel_dagster.resources.blob_store import BlobStore
 from callintel_dagster.resources.compute import CallCompute, CallTask, decode_payloads
 from callintel_dagster.resources.lakehouse import Lakehouse
+from callintel_dagster.tables import RAW_CALL_AUDIO, SPEECH_ACTIVITY, Table
 
 MODEL_STAGE_BACKFILL = dg.BackfillPolicy.single_run()
+USABLE_CALLS_READS = (RAW_CALL_AUDIO, SPEECH_ACTIVITY)
+KEPT_NOTE = "earlier results of this stage are kept (stale) until a run succeeds"
 
 
-def usable_calls(lakehouse: Lakehouse, blob_store: BlobStore, call_dates: list[dt.date]) -> pd.DataFrame:
+def usable_calls(read: TableReader, blob_store: BlobStore, call_dates: list[dt.date]) -> pd.DataFrame:
     """Calls of the dates that passed ingest and VAD, with a path the workers can decode and what
     `engines.audio.decode_call_audio` checks the file against (size, checksum, VAD-measured duration)."""
-    activity = lakehouse.read("speech_activity", call_dates)
+    activity = read(SPEECH_ACTIVITY, call_dates)[["call_id", "call_date", "duration_s"]]
     inventoried = ["call_id", "call_date", "blob_key", "blob_version", "size_bytes", "checksum_sha256"]
-    if activity.empty:
-        return pd.DataFrame(columns=[*inventoried, "audio_path", "duration_s"])
-    raw = lakehouse.read("raw_call_audio", call_dates)[inventoried]
-    calls = activity[["call_id", "call_date", "duration_s"]].merge(raw, on=["call_id", "call_date"], how="inner")
+    raw = read(RAW_CALL_AUDIO, call_dates)[inventoried]
+    calls = activity.merge(raw, on=["call_id", "call_date"], how="inner")
     calls["audio_path"] = [blob_store.uri(key) for key in calls["blob_key"]]
     return calls.sort_values(["call_date", "call_id"]).reset_index(drop=True)
+
+
+@dataclasses.dataclass
+class StageRun:
+    """The rows each output table got from the successful calls, the calls that failed, and metadata."""
+
+    context: dg.AssetExecutionContext
+    lakehouse: Lakehouse
+    call_dates: list[dt.date]
+    tables: dict[str, pd.DataFrame]
+    failed_call_ids: list[str]
+    metadata: dict
+
+    def rows(self, table: Table) -> pd.DataFrame:
+        return self.tables.get(table.name, table.rows([]))
+
+    def write(self, table: Table, frame: pd.DataFrame | None = None) -> tuple[dg.AssetCheckResult, dict]:
+        """MERGE the stage's rows of `table`; failed calls keep their earlier rows."""
+        return write_table(
+            self.context, self.lakehouse, table, self.rows(table) if frame is None else frame, self.call_dates,
+            keep_call_ids=self.failed_call_ids,
+        )
 
 
 def run_model_stage(
@@ -43,8 +71,8 @@ def run_model_stage(
     compute: CallCompute,
     lakehouse: Lakehouse,
     call_dates: list[dt.date],
-) -> tuple[dict[str, pd.DataFrame], dict]:
-    """Run `task` over `calls`; returns `{table: rows}` of the successful calls and run metadata."""
+) -> StageRun:
+    """Run `task` over `calls`, quarantine the failures, and return what the successful calls produced."""
     audio_s = float(calls["duration_s"].astype(float).sum()) if len(calls) else 0.0
     span = f"{call_dates[0]}" if len(call_dates) == 1 else f"{call_dates[0]}..{call_dates[-1]}"
     context.log.info(f"[{stage}] {len(calls)} calls ({span}), {audio_s / 60:.1f} min of audio → Spark tasks")
@@ -61,7 +89,7 @@ def run_model_stage(
                 "call_date": by_call.loc[row.call_id, "call_date"],
                 "blob_key": by_call.loc[row.call_id, "blob_key"],
                 "blob_version": by_call.loc[row.call_id, "blob_version"],
-                "reason": row.error,
+                "reason": f"{row.error} ({KEPT_NOTE})",
             }
             for row in failed.itertuples()
         ],
@@ -80,4 +108,4 @@ def run_model_stage(
         metadata["audio_seconds_per_wall_second"] = round(audio_s / wall, 3)
     dates = by_call["call_date"].to_dict()
     tables = {name: rows.assign(call_date=rows["call_id"].map(dates)) for name, rows in decode_payloads(results).items()}
-    return tables, metadata
+    return StageRun(context, lakehouse, call_dates, tables, sorted(failed["call_id"]), metadata)

@@ -5,14 +5,13 @@ import time
 import dagster as dg
 import pandas as pd
 
-from callintel_dagster.assets.tables import (
+from callintel_dagster.assets.io import (
+    TableReader,
     partition_date,
-    rows_frame,
     schema_check_spec,
     table_spec,
-    validate_and_merge,
-    with_audit_columns,
     write_quarantine,
+    write_table,
 )
 from callintel_dagster.engines.audio import SAMPLE_RATE, AudioDecodeError, decode_audio
 from callintel_dagster.engines.vad import segment_table, speech_segments, speech_stats
@@ -20,24 +19,15 @@ from callintel_dagster.partitions import call_date_partitions
 from callintel_dagster.resources.blob_store import BlobStore
 from callintel_dagster.resources.lakehouse import Lakehouse
 from callintel_dagster.resources.settings import AudioSettings
-from callintel_dagster.schemas import SpeechActivity, ValidSegments
-
-STAGE = "valid_segments"
+from callintel_dagster.tables import RAW_CALL_AUDIO, SPEECH_ACTIVITY, VALID_SEGMENTS
 
 
 @dg.multi_asset(
     specs=[
-        table_spec(
-            "valid_segments", deps=["raw_call_audio"], group_name="audio", kinds={"delta", "pytorch"},
-            description="Speech segments (silero-vad) and the silences between them, one row each, "
-            "per usable call. Silences of at least `flagged_silence_s` are flagged as dead air.",
-        ),
-        table_spec(
-            "speech_activity", deps=["raw_call_audio"], group_name="audio", kinds={"delta"},
-            description="Per call: duration, speech time, speech ratio, non-talk time, longest silence.",
-        ),
+        table_spec(VALID_SEGMENTS, reads=[RAW_CALL_AUDIO], group_name="audio", kinds={"delta", "pytorch"}),
+        table_spec(SPEECH_ACTIVITY, reads=[RAW_CALL_AUDIO], group_name="audio", kinds={"delta"}),
     ],
-    check_specs=[schema_check_spec("valid_segments"), schema_check_spec("speech_activity")],
+    check_specs=[schema_check_spec(VALID_SEGMENTS), schema_check_spec(SPEECH_ACTIVITY)],
     partitions_def=call_date_partitions,
 )
 def valid_segments(
@@ -50,8 +40,9 @@ def valid_segments(
     decoded, or holds less than `min_speech_s` of speech (silent / dead-air recording), is
     quarantined with the reason; the others are written."""
     call_date = partition_date(context)
-    calls = lakehouse.read("raw_call_audio", [call_date])
-    calls = calls[calls["status"] == "ok"] if len(calls) else calls
+    read = TableReader(context, lakehouse)
+    calls = read(RAW_CALL_AUDIO, [call_date])
+    calls = calls[calls["status"] == "ok"]
     vad_config = audio_settings.vad_config()
     segment_frames, stats_rows, quarantined = [], [], []
     started = time.perf_counter()
@@ -81,27 +72,18 @@ def valid_segments(
             f"speech ratio {stats['speech_ratio']:.2f}"
         )
     elapsed = time.perf_counter() - started
-    write_quarantine(lakehouse, context, stage=STAGE, call_dates=[call_date], rows=quarantined)
+    write_quarantine(lakehouse, context, stage=VALID_SEGMENTS.name, call_dates=[call_date], rows=quarantined)
 
-    segments = rows_frame(ValidSegments, [])
+    segments = VALID_SEGMENTS.rows([])
     if segment_frames:
         segments = pd.concat(segment_frames, ignore_index=True)[segments.columns]
-    seg_check, seg_written = validate_and_merge(
-        lakehouse, asset="valid_segments", model=ValidSegments,
-        frame=with_audit_columns(segments, call_date, context.run_id),
-        keys=["call_id", "segment_index"], call_date=call_date,
-    )
-    activity = rows_frame(SpeechActivity, stats_rows)
-    act_check, act_written = validate_and_merge(
-        lakehouse, asset="speech_activity", model=SpeechActivity,
-        frame=with_audit_columns(activity, call_date, context.run_id),
-        keys=["call_id"], call_date=call_date,
-    )
+    seg_check, seg_written = write_table(context, lakehouse, VALID_SEGMENTS, segments, [call_date])
+    act_check, act_written = write_table(context, lakehouse, SPEECH_ACTIVITY, SPEECH_ACTIVITY.rows(stats_rows), [call_date])
     rate = {"realtime_factor": round(elapsed / audio_seconds, 4)} if audio_seconds else {}
     yield dg.MaterializeResult(
         asset_key="valid_segments",
-        metadata={**seg_written, "calls": len(stats_rows), "quarantined": len(quarantined), **rate},
+        metadata={**seg_written, **read.metadata(), "calls": len(stats_rows), "quarantined": len(quarantined), **rate},
     )
-    yield dg.MaterializeResult(asset_key="speech_activity", metadata=act_written)
+    yield dg.MaterializeResult(asset_key="speech_activity", metadata={**act_written, **read.metadata()})
     yield seg_check
     yield act_check

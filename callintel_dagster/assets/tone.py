@@ -4,34 +4,28 @@ import json
 
 import dagster as dg
 
+from callintel_dagster.assets.io import (
+    TableReader,
+    partition_dates,
+    schema_check_spec,
+    table_spec,
+)
 from callintel_dagster.assets.model_stage import (
     MODEL_STAGE_BACKFILL,
+    USABLE_CALLS_READS,
     run_model_stage,
     usable_calls,
 )
-from callintel_dagster.assets.tables import (
-    partition_dates,
-    rows_frame,
-    schema_check_spec,
-    table_spec,
-    validate_and_merge,
-    with_audit_columns,
-)
-from callintel_dagster.engines.tone import (
-    ToneTask,
-    read_tone_card,
-    save_tone_model,
-    train_tone_model,
-    training_versions,
-)
+from callintel_dagster.engines.tone import ToneTask
+from callintel_dagster.engines.tone_training import ensure_tone_model, read_tone_card
 from callintel_dagster.partitions import call_date_partitions
 from callintel_dagster.resources.blob_store import BlobStore
 from callintel_dagster.resources.compute import CallCompute
 from callintel_dagster.resources.lakehouse import Lakehouse
 from callintel_dagster.resources.models import ModelSettings
-from callintel_dagster.schemas import CallTone, ToneScores
+from callintel_dagster.tables import CALL_TONE, TONE_SCORES, VALID_SEGMENTS
 
-STAGE = "tone_scores"
+TONE_SCORES_READS = (*USABLE_CALLS_READS, VALID_SEGMENTS, "tone_model")
 
 
 class ToneModelConfig(dg.Config):
@@ -47,15 +41,10 @@ def tone_model(context: dg.AssetExecutionContext, config: ToneModelConfig, model
     training). No speech-emotion weights ship on PyPI, so this is the offline default; production sets
     `models.tone_backend=wav2vec2` with superb/wav2vec2-base-superb-er."""
     target = models.embedded_tone_dir()
-    card = read_tone_card(target)
-    if card and card.get("versions") == training_versions() and not config.retrain:
-        context.log.info(f"reusing the tone model in {target}: same code and data versions")
-        evaluation = card["evaluation"]
-    else:
-        context.log.info("training the tone model on EmoFilm clips (about a minute on 2 cores)")
-        bundle, evaluation = train_tone_model()
-        save_tone_model(bundle, target)
-        card = read_tone_card(target)
+    context.log.info(f"tone model in {target}: reused when its training code and data are unchanged, else trained (about a minute)")
+    card, trained = ensure_tone_model(target, retrain=config.retrain)
+    context.log.info(f"tone model {'trained' if trained else 'reused'}")
+    evaluation = card["evaluation"]
     return dg.MaterializeResult(
         metadata={
             "path": dg.MetadataValue.path(target),
@@ -74,18 +63,10 @@ def tone_model(context: dg.AssetExecutionContext, config: ToneModelConfig, model
 
 @dg.multi_asset(
     specs=[
-        table_spec(
-            "tone_scores", deps=["valid_segments", "tone_model"], group_name="audio_intelligence",
-            kinds={"delta", "spark", "pytorch"},
-            description="Acoustic tone per speech window: p_angry, p_anxious, p_sad, p_neutral_positive, top label.",
-        ),
-        table_spec(
-            "call_tone", deps=["valid_segments", "tone_model"], group_name="audio_intelligence",
-            kinds={"delta"},
-            description="Per call: max anger, share of negative tone, negative tone in the first vs last third.",
-        ),
+        table_spec(TONE_SCORES, reads=TONE_SCORES_READS, group_name="audio_intelligence", kinds={"delta", "spark", "pytorch"}),
+        table_spec(CALL_TONE, reads=TONE_SCORES_READS, group_name="audio_intelligence", kinds={"delta"}),
     ],
-    check_specs=[schema_check_spec("tone_scores"), schema_check_spec("call_tone")],
+    check_specs=[schema_check_spec(TONE_SCORES), schema_check_spec(CALL_TONE)],
     partitions_def=call_date_partitions,
     backfill_policy=MODEL_STAGE_BACKFILL,
     retry_policy=dg.RetryPolicy(max_retries=2, delay=5, backoff=dg.Backoff.EXPONENTIAL, jitter=dg.Jitter.FULL),
@@ -105,31 +86,22 @@ def tone_scores(
         raise dg.Failure(
             f"no tone model in {config.model_path}: materialize the `tone_model` asset first", allow_retries=False
         )
-    calls = usable_calls(lakehouse, blob_store, call_dates)
-    segments = lakehouse.read("valid_segments", call_dates)
-    spans = {}
-    if len(segments):
-        speech = segments[segments["kind"] == "speech"].sort_values(["call_id", "start_s"])
-        spans = {call_id: json.dumps(group[["start_s", "end_s"]].values.tolist()) for call_id, group in speech.groupby("call_id")}
+    read = TableReader(context, lakehouse)
+    calls = usable_calls(read, blob_store, call_dates)
+    segments = read(VALID_SEGMENTS, call_dates)
+    speech = segments[segments["kind"] == "speech"].sort_values(["call_id", "start_s"])
+    spans = {call_id: json.dumps(group[["start_s", "end_s"]].values.tolist()) for call_id, group in speech.groupby("call_id")}
     calls["speech_segments"] = [spans.get(call_id, "[]") for call_id in calls["call_id"]]
-    tables, run_metadata = run_model_stage(
-        context, stage=STAGE, calls=calls, task=ToneTask(config, models.tone_window_s),
+    stage = run_model_stage(
+        context, stage=TONE_SCORES.name, calls=calls, task=ToneTask(config, models.tone_window_s),
         compute=compute, lakehouse=lakehouse, call_dates=call_dates,
     )
     model_id = f"{config.backend}:{config.model_path}"
-    scores = tables.get("tone_scores", rows_frame(ToneScores, []))
-    per_call = tables.get("call_tone", rows_frame(CallTone, []))
-    score_check, score_written = validate_and_merge(
-        lakehouse, asset="tone_scores", model=ToneScores,
-        frame=with_audit_columns(scores, None, context.run_id),
-        keys=["call_id", "segment_index"], call_dates=call_dates,
+    score_check, score_written = stage.write(TONE_SCORES)
+    call_check, call_written = stage.write(CALL_TONE, stage.rows(CALL_TONE).assign(model_id=model_id))
+    yield dg.MaterializeResult(
+        asset_key=TONE_SCORES.name, metadata={**score_written, **stage.metadata, **read.metadata(), "model": model_id}
     )
-    call_check, call_written = validate_and_merge(
-        lakehouse, asset="call_tone", model=CallTone,
-        frame=with_audit_columns(per_call.assign(model_id=model_id), None, context.run_id),
-        keys=["call_id"], call_dates=call_dates,
-    )
-    yield dg.MaterializeResult(asset_key="tone_scores", metadata={**score_written, **run_metadata, "model": model_id})
-    yield dg.MaterializeResult(asset_key="call_tone", metadata=call_written)
+    yield dg.MaterializeResult(asset_key=CALL_TONE.name, metadata={**call_written, **read.metadata()})
     yield score_check
     yield call_check

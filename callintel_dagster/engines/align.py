@@ -25,9 +25,8 @@ import pandas as pd
 
 from callintel_dagster.engines.asr import Word
 from callintel_dagster.engines.diarize import SpeakerTurn
-
-AGENT = "agent"
-CUSTOMER = "customer"
+from callintel_dagster.engines.spans import total_length, union_spans
+from callintel_dagster.engines.vocabulary import AGENT, CUSTOMER
 
 AGENT_PHRASES = (
     "thank you for calling",
@@ -151,20 +150,6 @@ def build_turns(words: Sequence[Word], speaker_turns: Sequence[SpeakerTurn]) -> 
     return pd.DataFrame(rows, columns=TURN_COLUMNS).astype(_TURN_DTYPES)
 
 
-def _union(spans: list[tuple[float, float]]) -> list[tuple[float, float]]:
-    merged: list[list[float]] = []
-    for start, end in sorted(spans):
-        if merged and start <= merged[-1][1]:
-            merged[-1][1] = max(merged[-1][1], end)
-        elif end > start:
-            merged.append([start, end])
-    return [(s, e) for s, e in merged]
-
-
-def _length(spans: list[tuple[float, float]]) -> float:
-    return float(sum(end - start for start, end in spans))
-
-
 def _multi_speaker_time(per_speaker: dict[str, list[tuple[float, float]]]) -> float:
     """Seconds during which two or more speakers talk at once (sweep over turn boundaries)."""
     events = sorted(
@@ -214,13 +199,13 @@ def conversation_metrics(
     per_speaker: dict[str, list[tuple[float, float]]] = {}
     for turn in speaker_turns:
         per_speaker.setdefault(turn.speaker, []).append((turn.start, turn.end))
-    per_speaker = {speaker: _union(spans) for speaker, spans in per_speaker.items()}
+    per_speaker = {speaker: union_spans(spans) for speaker, spans in per_speaker.items()}
 
     def role_spans(role: str) -> list[tuple[float, float]]:
-        return _union([s for sp, spans in per_speaker.items() if roles.get(sp, CUSTOMER) == role for s in spans])
+        return union_spans([s for sp, spans in per_speaker.items() if roles.get(sp, CUSTOMER) == role for s in spans])
 
-    talk = {role: _length(role_spans(role)) for role in (AGENT, CUSTOMER)}
-    speech = _length(_union([s for spans in per_speaker.values() for s in spans]))
+    talk = {role: total_length(role_spans(role)) for role in (AGENT, CUSTOMER)}
+    speech = total_length(union_spans([s for spans in per_speaker.values() for s in spans]))
 
     words = turns_df.groupby("role")["n_words"].sum()
 

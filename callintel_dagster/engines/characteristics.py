@@ -49,43 +49,16 @@ from collections.abc import Sequence
 
 import numpy as np
 import pandas as pd
-from vaderSentiment.vaderSentiment import SentimentIntensityAnalyzer
 
-from callintel_dagster.engines.align import (
-    AGENT,
-    CUSTOMER,
-    INTERRUPTION_MIN_OVERLAP_S,
-    TURN_COLUMNS,
-)
+from callintel_dagster.engines.align import INTERRUPTION_MIN_OVERLAP_S, TURN_COLUMNS
 from callintel_dagster.engines.audio import SAMPLE_RATE, decode_call_audio
+from callintel_dagster.engines.sentiment import compound, sentiment_label
+from callintel_dagster.engines.spans import Span, total_length, union_spans
+from callintel_dagster.engines.vocabulary import AGENT, CUSTOMER, ROLES
 
-ROLES = (AGENT, CUSTOMER)
 FRAME_S = 0.05
 SILENCE_FLOOR_DBFS = -120.0
-# VADER's own cut-off between neutral and positive/negative (also used by engines/rules.py).
-SENTIMENT_THRESHOLD = 0.05
 PERIODS = ("call", "first_quarter", "last_quarter")
-
-Span = tuple[float, float]
-
-_vader = SentimentIntensityAnalyzer()
-
-
-def union_spans(spans: Sequence[Span]) -> list[Span]:
-    """Sorted, merged, non-empty spans."""
-    merged: list[list[float]] = []
-    for start, end in sorted(spans):
-        if end <= start:
-            continue
-        if merged and start <= merged[-1][1]:
-            merged[-1][1] = max(merged[-1][1], end)
-        else:
-            merged.append([start, end])
-    return [(s, e) for s, e in merged]
-
-
-def _length(spans: Sequence[Span]) -> float:
-    return float(sum(end - start for start, end in spans))
 
 
 def _clip(spans: Sequence[Span], low: float, high: float) -> list[Span]:
@@ -93,7 +66,7 @@ def _clip(spans: Sequence[Span], low: float, high: float) -> list[Span]:
 
 
 def _overlap(spans: Sequence[Span], start: float, end: float) -> float:
-    return _length(_clip(spans, start, end))
+    return total_length(_clip(spans, start, end))
 
 
 def period_bounds(period: str, duration_s: float) -> Span:
@@ -143,9 +116,8 @@ def turn_sentiment(turns: pd.DataFrame) -> pd.DataFrame:
     above 0.05, else "neutral" — VADER's recommended cut-offs). VADER is lexicon-based: it needs no
     model, handles the negation and intensifiers of conversational English, and ships in a wheel.
     """
-    scores = [float(_vader.polarity_scores(str(text))["compound"]) for text in turns["text"]]
-    labels = ["negative" if s <= -SENTIMENT_THRESHOLD else "positive" if s >= SENTIMENT_THRESHOLD
-              else "neutral" for s in scores]
+    scores = [compound(text) for text in turns["text"]]
+    labels = [sentiment_label(score) for score in scores]
     return pd.DataFrame({
         "turn_index": turns["turn_index"].astype("int64").to_numpy(),
         "role": turns["role"].astype(str).to_numpy(),
@@ -232,14 +204,14 @@ def call_characteristics(audio: np.ndarray, turns: pd.DataFrame, tone_scores: pd
         other = CUSTOMER if role == AGENT else AGENT
         mine = turns["role"] == role
         own_sentiment = sentiment.loc[mine.to_numpy(), "sentiment"]
-        talk = _length(spans[role])
+        talk = total_length(spans[role])
         n_words = int(turns.loc[mine, "n_words"].sum())
         mean_db, peak_db = _loudness(centres, power, spans[role], spans[other])
         own_events = [e for e in events if e["by"] == role]
         rows.append({
             "role": role,
             "talk_time_s": talk,
-            "non_talk_time_s": _length(gaps),
+            "non_talk_time_s": total_length(gaps),
             "longest_gap_s": max((e - s for s, e in gaps), default=0.0),
             "n_turns": int(mine.sum()),
             "n_words": n_words,

@@ -20,7 +20,7 @@ The step-launcher path stays possible because nothing here is Pipes-specific but
 deployment that is mandated to use it binds `databricks_pyspark_step_launcher` (locally
 `dg.ResourceDefinition.none_resource()`), `compute=LocalSparkCompute()` (on the cluster its
 `getOrCreate()` returns the cluster's session) and `lakehouse=SparkDeltaLakehouse(...)`, whose
-MERGE needs the delta-spark jars only a Databricks cluster has.
+MERGE needs the delta-spark jars only a Databricks cluster has (it lives in `resources/lakehouse.py`).
 
 Secrets never enter the job spec as values: the workspace token stays in the orchestrator (it
 authenticates the REST calls) and cluster-side secrets are `{{secrets/<scope>/<key>}}` references
@@ -29,7 +29,6 @@ that Databricks resolves when the cluster starts.
 
 from __future__ import annotations
 
-import datetime as dt
 import io
 import re
 import time
@@ -39,20 +38,13 @@ from typing import Any
 
 import dagster as dg
 import pandas as pd
-import pyarrow as pa
 from pydantic import Field
 
 from callintel_dagster.engines.task_spec import task_to_spec
 from callintel_dagster.resources.compute import RESULT_COLUMNS, CallCompute, CallTask
-from callintel_dagster.resources.lakehouse import (
-    PARTITION_COLUMN,
-    Lakehouse,
-    _sql_literal,
-)
 
 ENTRYPOINT_ARG = "--pipes-io"
 _SECRET_REF = re.compile(r"^[\w.-]+/[\w.-]+$")
-_IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _FINAL_STATES = {"TERMINATED", "SKIPPED", "INTERNAL_ERROR"}
 
 
@@ -307,82 +299,3 @@ def _read_results(workspace, path: str) -> pd.DataFrame:
         data = workspace.dbfs.download(dbfs_path).read()
         workspace.dbfs.delete(dbfs_path)
     return pd.read_parquet(io.BytesIO(data))
-
-
-def merge_sql(
-    target: str,
-    source_view: str,
-    keys: list[str],
-    call_date: dt.date,
-    scope: Mapping[str, str] | None = None,
-    call_ids: list[str] | None = None,
-) -> str:
-    """Delta `MERGE INTO` with the semantics of `DeltaLakehouse.merge_partition`: join on
-    `call_date` + keys, update matches, insert new rows, and delete only the target rows of
-    `call_date` (narrowed by `scope` / `call_ids`) that the source no longer has."""
-    for name in [*keys, *(scope or {})]:
-        if not _IDENTIFIER.match(name):
-            raise ValueError(f"not a plain column name: {name!r}")
-    on = " AND ".join(f"t.`{k}` = s.`{k}`" for k in [PARTITION_COLUMN, *keys])
-    stale = [f"t.`{PARTITION_COLUMN}` = {_sql_literal(call_date)}"]
-    stale += [f"t.`{col}` = {_sql_literal(val)}" for col, val in (scope or {}).items()]
-    if call_ids is not None:
-        stale.append(f"t.`call_id` IN ({', '.join(_sql_literal(c) for c in call_ids) or 'NULL'})")
-    return (
-        f"MERGE INTO {target} AS t\n"
-        f"USING {source_view} AS s\n"
-        f"ON {on}\n"
-        "WHEN MATCHED THEN UPDATE SET *\n"
-        "WHEN NOT MATCHED THEN INSERT *\n"
-        f"WHEN NOT MATCHED BY SOURCE AND {' AND '.join(stale)} THEN DELETE"
-    )
-
-
-class SparkDeltaLakehouse(Lakehouse):
-    """Unity Catalog Delta tables written with Spark SQL `MERGE INTO`, for code running where a
-    Spark session has Delta (a Databricks cluster, e.g. under the step launcher). Same keys and
-    partition-scoped delete semantics as `DeltaLakehouse`."""
-
-    catalog: str = Field(default="main", description="Unity Catalog catalog.")
-    schema_name: str = Field(default="callintel", description="Schema (database) that holds one table per asset.")
-
-    def _spark(self):
-        from pyspark.sql import SparkSession
-
-        return SparkSession.builder.getOrCreate()
-
-    def table_uri(self, table: str) -> str:
-        return f"`{self.catalog}`.`{self.schema_name}`.`{table}`"
-
-    def tables(self) -> list[str]:
-        return sorted(t.name for t in self._spark().catalog.listTables(f"{self.catalog}.{self.schema_name}"))
-
-    def merge_partition(self, table, frame: pa.Table, keys, call_date, scope=None, call_ids=None):
-        if PARTITION_COLUMN not in frame.column_names:
-            raise ValueError(f"table {table!r}: frame lacks the partition column {PARTITION_COLUMN!r}")
-        spark = self._spark()
-        source = spark.createDataFrame(frame)
-        name = self.table_uri(table)
-        if not spark.catalog.tableExists(f"{self.catalog}.{self.schema_name}.{table}"):
-            source.write.format("delta").partitionBy(PARTITION_COLUMN).saveAsTable(name)
-            return {"num_target_rows_inserted": frame.num_rows, "num_target_rows_deleted": 0, "num_target_rows_updated": 0}
-        view = f"callintel_merge_source_{uuid.uuid4().hex}"
-        source.createOrReplaceTempView(view)
-        try:
-            row = spark.sql(merge_sql(name, view, keys, call_date, scope, call_ids)).first()
-        finally:
-            spark.catalog.dropTempView(view)
-        return {
-            "num_target_rows_inserted": int(row["num_inserted_rows"]),
-            "num_target_rows_updated": int(row["num_updated_rows"]),
-            "num_target_rows_deleted": int(row["num_deleted_rows"]),
-        }
-
-    def read(self, table, call_dates=None):
-        spark = self._spark()
-        if not spark.catalog.tableExists(f"{self.catalog}.{self.schema_name}.{table}"):
-            return pd.DataFrame()
-        frame = spark.table(self.table_uri(table))
-        if call_dates:
-            frame = frame.where(frame[PARTITION_COLUMN].isin(list(call_dates)))
-        return frame.toPandas()

@@ -8,8 +8,8 @@ write and `forget_call` takes the lock exclusively: it waits for writers to fini
 wait for it.
 
 The lock is `fcntl.flock` on a file: on a local lakehouse root the file `_callintel.lock` in that
-folder, for an object-store root (`abfss://`, `s3://`) a file under the temp folder named by the
-root's hash. flock orders the threads and processes of one host, which is where every lakehouse
+folder, for an object-store root (`abfss://`, `s3://`) or a Unity Catalog schema a file under the
+temp folder named by the hash of `lock_key(lakehouse)`. flock orders the threads and processes of one host, which is where every lakehouse
 write happens (a Databricks model stage only returns rows; the asset on the Dagster host merges
 them). A deployment whose runs write from several hosts needs a lock service instead.
 """
@@ -24,6 +24,7 @@ import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 LOCK_FILE = "_callintel.lock"
 _POLL_S = 0.05
@@ -31,6 +32,13 @@ _POLL_S = 0.05
 
 class LakehouseLockTimeout(TimeoutError):
     """The lock was not granted within the timeout (someone else holds it)."""
+
+
+def lock_key(lakehouse: Any) -> str:
+    """What names a lakehouse's lock: a delta-rs lakehouse's `root`; for a Spark / Unity Catalog
+    one (no root), the catalog and schema its table names carry."""
+    root = getattr(lakehouse, "root", None)
+    return root if root is not None else f"catalog://{lakehouse.table_uri('')}"
 
 
 def lock_path(root: str) -> Path:

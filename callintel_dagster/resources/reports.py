@@ -7,12 +7,9 @@ from pydantic import Field
 
 
 class ReportSettings(dg.ConfigurableResource):
-    """Output folder and look-back of the insights dashboard."""
+    """Output folder of the insights dashboard."""
 
     root: str = Field(default="data/dashboards", description="Folder the dashboard HTML files are written to.")
-    lookback_days: int = Field(
-        default=6, description="Days before the run's first partition that a dashboard also shows (trend context)."
-    )
 
     def path_for(self, name: str) -> Path:
         folder = Path(self.root).resolve()

@@ -38,6 +38,8 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from callintel_dagster.engines.ingest import AGENT_SEPARATOR, call_id_for
 
 SCRIPTS_DIR = Path(__file__).with_name("demo_scripts")
+# The days `make demo` fills; a script's ``day`` indexes into them.
+DEMO_DATES = ["2026-11-20", "2026-11-21", "2026-11-22"]
 TRUTH_SUFFIX = ".truth.json"
 # Bump when synthesis or the sidecar layout changes: every call is regenerated on the next run.
 GENERATOR_VERSION = 1
@@ -202,14 +204,10 @@ def write_demo_calls(blob_root: Path, dates: list[str] | None = None,
                      names: Collection[str] | None = None) -> list[Path]:
     """Synthesize the demo calls (skipping ones already current) and return their audio paths.
 
-    ``dates`` defaults to the CLI's demo dates; a script's ``day`` indexes into it. ``names`` limits
+    ``dates`` defaults to :data:`DEMO_DATES`; a script's ``day`` indexes into it. ``names`` limits
     the run to those scripts (fast tests, or re-listening to one script while editing it).
     """
     if dates is None:
-        from callintel_dagster.cli import (
-            DEMO_DATES,  # late: the CLI imports this module for `demo`
-        )
-
         dates = DEMO_DATES
     written = []
     with tempfile.TemporaryDirectory(prefix="callintel-demo-") as workdir:

@@ -37,7 +37,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from callintel_dagster.cli import DEMO_DATES, PROJECT_ROOT
+from callintel_dagster.tools.demo_calls import DEMO_DATES
 
 # Stages whose work the sequential baseline repeats (decode + VAD, ASR + diarization, tone).
 BASELINE_STAGES = ("valid_segments", "transcripts", "tone_scores")
@@ -57,7 +57,7 @@ def main(args: argparse.Namespace) -> int:
     started = time.perf_counter()
     minutes = QUICK_MINUTES if args.quick and args.minutes is None else (args.minutes or 8.0)
     repeats = QUICK_REPEATS if args.quick else FULL_REPEATS
-    output_dir = (args.output_dir or PROJECT_ROOT / "bench").resolve()
+    output_dir = (args.output_dir or Path("bench")).resolve()
     models_root = args.data_dir.resolve() / "models"
 
     _progress(f"tone model card under {models_root}")
@@ -180,22 +180,12 @@ def tone_model_section(tone_dir: Path) -> dict[str, Any]:
     """Held-out scores from the stored model card; trains (and stores) the model when no card made
     by the current code and data is there, the same rule the `tone_model` asset applies, so the
     pipeline run later reuses it instead of training again."""
-    from callintel_dagster.engines.tone import (
-        read_tone_card,
-        save_tone_model,
-        train_tone_model,
-        training_versions,
-    )
+    from callintel_dagster.engines.tone_training import ensure_tone_model
 
-    card = read_tone_card(tone_dir)
-    source = "stored card"
-    if not card or card.get("versions") != training_versions():
-        _progress("no current tone model card: training the tone model (about a minute)")
-        started = time.perf_counter()
-        bundle, _ = train_tone_model()
-        save_tone_model(bundle, tone_dir)
-        card = read_tone_card(tone_dir)
-        source = f"trained by this run in {time.perf_counter() - started:.0f} s"
+    _progress("tone model: reusing the stored one if current, else training it (about a minute)")
+    started = time.perf_counter()
+    card, trained = ensure_tone_model(tone_dir)
+    source = f"trained by this run in {time.perf_counter() - started:.0f} s" if trained else "stored card"
     evaluation = card["evaluation"]
     return {
         "source": source,
@@ -222,9 +212,9 @@ def compliance_section(truth: dict[str, dict], pipeline_flags: dict[str, dict]) 
     Only the compliance flags are scored: `angry_caller` in the scripts is an acoustic judgement
     that no compliance engine makes (the tone section covers acoustics).
     """
-    from callintel_dagster.demo_calls import BOOL_FLAGS, flag_scores
     from callintel_dagster.engines.compliance import FLAG_FIELDS
     from callintel_dagster.engines.rules import assess_call_with_rules
+    from callintel_dagster.tools.demo_calls import BOOL_FLAGS, flag_scores
 
     scored = [flag for flag in BOOL_FLAGS if flag in FLAG_FIELDS]
     on_truth = {}
@@ -264,7 +254,7 @@ def throughput_section(work: Path, models_root: Path, minutes: float) -> tuple[d
         ASSET_PARTITION_RANGE_START_TAG,
     )
 
-    from callintel_dagster.demo_calls import iter_truth
+    from callintel_dagster.tools.demo_calls import iter_truth
 
     blob_root = work / "blobs"
     dates = prepare_bench_calls(blob_root, minutes)
@@ -358,7 +348,11 @@ def prepare_bench_calls(blob_root: Path, minutes: float) -> list[str]:
     The first round uses the demo dates; each further round the next three days, so repeating the
     scripts gives new partitions (and new call ids) rather than overwriting the same files.
     """
-    from callintel_dagster.demo_calls import load_scripts, load_truth, write_demo_calls
+    from callintel_dagster.tools.demo_calls import (
+        load_scripts,
+        load_truth,
+        write_demo_calls,
+    )
 
     scripts = load_scripts()
     first = dt.date.fromisoformat(DEMO_DATES[0])

@@ -7,20 +7,20 @@
 from __future__ import annotations
 
 import argparse
+import importlib.resources
 import os
-import shutil
 import sys
 from pathlib import Path
 
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
-DEMO_DATES = ["2026-11-20", "2026-11-21", "2026-11-22"]
+from callintel_dagster.tools.demo_calls import DEMO_DATES
 
 
 def prepare_home(data_dir: Path) -> Path:
     """DAGSTER_HOME under data/ with the project's dagster.yaml, so runs show up in `make dev`."""
     home = Path(os.environ.get("DAGSTER_HOME") or data_dir / "dagster_home").resolve()
     home.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(PROJECT_ROOT / "dagster.yaml", home / "dagster.yaml")
+    instance_config = importlib.resources.files("callintel_dagster").joinpath("dagster.yaml").read_text()
+    (home / "dagster.yaml").write_text(instance_config)
     os.environ["DAGSTER_HOME"] = str(home)
     return home
 
@@ -28,8 +28,11 @@ def prepare_home(data_dir: Path) -> Path:
 def prepare_demo_blobs(blob_root: Path) -> list[Path]:
     """Scripted two-speaker calls (with ground-truth sidecars) over the demo dates, the real sample
     call on every demo day, and the bad-input zoo on the last one. Idempotent."""
-    from callintel_dagster.demo_calls import write_demo_calls
-    from callintel_dagster.demo_data import write_bad_recordings, write_sample_call
+    from callintel_dagster.tools.demo_calls import write_demo_calls
+    from callintel_dagster.tools.demo_data import (
+        write_bad_recordings,
+        write_sample_call,
+    )
 
     written = write_demo_calls(blob_root, DEMO_DATES)
     for agent, call_date in zip(("agent-ana", "agent-bo", "agent-cy"), DEMO_DATES, strict=True):
@@ -47,9 +50,9 @@ def run_demo(data_dir: Path) -> int:
 
     import dagster as dg
 
-    from callintel_dagster.definitions import defs
+    from callintel_dagster.definitions import build_definitions
 
-    job = defs.resolve_job_def("call_pipeline_job")
+    job = build_definitions().resolve_job_def("call_pipeline_job")
     with dg.DagsterInstance.get() as instance:
         for call_date in DEMO_DATES:
             print(f"== materializing every asset for call_date={call_date}", flush=True)
@@ -96,7 +99,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "demo":
         return run_demo(data_dir)
     if args.command == "bench":
-        from callintel_dagster.bench import main as run_bench
+        from callintel_dagster.tools.bench import main as run_bench
 
         return run_bench(args)
     print(prepare_home(data_dir))

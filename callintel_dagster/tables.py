@@ -1,0 +1,170 @@
+"""The table registry: one `Table` per Delta table, the single place a table is defined.
+
+A table is its name, its Pandera contract (`schemas.py`), its key columns and a description. From
+that one object come the Arrow/Delta schema, the MERGE keys, the empty frame a reader gets before the
+table exists, and the asset spec (`assets/io.py`). Adding a table means adding a model to
+`schemas.py` and one `Table` here; the asset that writes it declares it in `writes=`, and every
+asset that reads it declares it in `reads=`, which is where the lineage in the Dagster UI comes from.
+
+Every table is partitioned by `call_date` (a DATE column) and carries `run_id`. No Dagster import:
+the lakehouse implementations and Spark tasks use this module too.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+
+import pandas as pd
+import pandera.pandas as pa
+import pyarrow
+
+from callintel_dagster import schemas
+
+PARTITION_COLUMN = "call_date"
+AUDIT_COLUMNS = (PARTITION_COLUMN, "run_id")
+
+
+@dataclasses.dataclass(frozen=True)
+class ContractViolation:
+    """Why a frame was refused: the number of failures and the first failure cases (as text)."""
+
+    failure_count: int
+    failure_cases: pd.DataFrame
+
+
+@dataclasses.dataclass(frozen=True)
+class Table:
+    """One Delta table: `keys` identify a row within its `call_date` partition."""
+
+    name: str
+    model: type[pa.DataFrameModel]
+    keys: tuple[str, ...]
+    description: str
+
+    @property
+    def columns(self) -> list[str]:
+        return list(self.model.to_schema().columns)
+
+    @property
+    def payload_columns(self) -> list[str]:
+        """The columns a producer fills; the audit columns are added at write time."""
+        return [c for c in self.columns if c not in AUDIT_COLUMNS]
+
+    def arrow_schema(self) -> pyarrow.Schema:
+        return schemas.arrow_schema(self.model)
+
+    def empty(self) -> pd.DataFrame:
+        return pd.DataFrame(columns=self.columns)
+
+    def rows(self, rows: list[dict]) -> pd.DataFrame:
+        """`rows` as a frame with the payload columns, in contract order."""
+        return pd.DataFrame(rows, columns=self.payload_columns)
+
+    def conform(self, frame: pd.DataFrame) -> pd.DataFrame:
+        """A stored frame with at least the contract's columns (an absent table reads as empty)."""
+        if not len(frame.columns):
+            return self.empty()
+        missing = [c for c in self.columns if c not in frame.columns]
+        return frame.assign(**{c: None for c in missing}) if missing else frame
+
+    def validate(self, frame: pd.DataFrame) -> pd.DataFrame | ContractViolation:
+        """The coerced frame when it meets the contract, else what is wrong with it."""
+        try:
+            return self.model.validate(frame, lazy=True)
+        except pa.errors.SchemaErrors as exc:
+            cases = exc.failure_cases[["column", "check", "failure_case", "index"]].head(20).astype(str)
+            return ContractViolation(len(exc.failure_cases), cases)
+
+    def arrow_rows(self, valid: pd.DataFrame, call_date: dt.date) -> pyarrow.Table:
+        """The validated rows of one partition as an Arrow table of the Delta schema."""
+        rows = valid.loc[valid[PARTITION_COLUMN] == call_date, self.columns]
+        return pyarrow.Table.from_pandas(rows, schema=self.arrow_schema(), preserve_index=False)
+
+
+def _table(name: str, model: type[pa.DataFrameModel], keys: tuple[str, ...], description: str) -> Table:
+    return Table(name=name, model=model, keys=("call_id", *keys), description=description)
+
+
+RAW_CALL_AUDIO = _table(
+    "raw_call_audio", schemas.RawCallAudio, (),
+    "One row per recording in the day's blob folder: stable call id, blob version, checksum, duration, "
+    "sample rate, channels, codec, status (ok / quarantined) and the reason.",
+)
+VALID_SEGMENTS = _table(
+    "valid_segments", schemas.ValidSegments, ("segment_index",),
+    "Speech segments (silero-vad) and the silences between them, one row each, per usable call. "
+    "Silences of at least `flagged_silence_s` are flagged as dead air.",
+)
+SPEECH_ACTIVITY = _table(
+    "speech_activity", schemas.SpeechActivity, (),
+    "Per call: duration, speech time, speech ratio, non-talk time, longest silence.",
+)
+QUARANTINED_CALLS = _table(
+    "quarantined_calls", schemas.QuarantinedCalls, ("stage",),
+    "Every call a stage could not process, with the reason. Each stage owns its own rows (`stage`).",
+)
+TRANSCRIPTS = _table(
+    "transcripts", schemas.Transcripts, ("turn_index",),
+    "One row per speaker turn: speaker, role (agent/customer), start, end, text (PHI redacted at rest by "
+    "default), ASR confidence.",
+)
+CONVERSATION_METRICS = _table(
+    "conversation_metrics", schemas.ConversationMetrics, (),
+    "Per call: talk time per role, non-talk time, overlap, interruptions, words per minute.",
+)
+REDACTED_AUDIO = _table(
+    "redacted_audio", schemas.RedactedAudio, (),
+    "A copy of each recording with PHI word spans masked (tone or silence), from word timestamps; the "
+    "table records where it is and which spans were masked.",
+)
+TONE_SCORES = _table(
+    "tone_scores", schemas.ToneScores, ("segment_index",),
+    "Acoustic tone per speech window: p_angry, p_anxious, p_sad, p_neutral_positive, top label.",
+)
+CALL_TONE = _table(
+    "call_tone", schemas.CallTone, (),
+    "Per call: max anger, share of negative tone, negative tone in the first vs last third.",
+)
+COMPLIANCE_FLAGS = _table(
+    "compliance_flags", schemas.ComplianceFlags, (),
+    "One row per call: sentiment, issue resolved, billing (+topics), HIPAA risk flags, escalation, summary, "
+    "evidence (turn + quote) for every true flag, LLM-vs-rules disagreements, audit columns.",
+)
+MALFORMED_LLM_OUTPUTS = _table(
+    "malformed_llm_outputs", schemas.MalformedLlmOutputs, (),
+    "Calls whose LLM answer never validated: raw response, error, attempts. `reprocess_malformed_job` "
+    "re-runs just these.",
+)
+CALL_SUMMARIES = _table(
+    "call_summaries", schemas.CallSummaries, (),
+    "Issues, outcomes and action items per call, each a verbatim sentence citing its turn.",
+)
+CALL_CHARACTERISTICS = _table(
+    "call_characteristics", schemas.CallCharacteristics, ("role",),
+    "Per call and role: talk / non-talk time (total, longest gap), words per minute, loudness (dBFS "
+    "mean/peak), interruptions (who cut off whom, when), sentiment and tone overall and in the first vs "
+    "last quarter. Definitions: engines/characteristics.py.",
+)
+TURN_SENTIMENT = _table(
+    "turn_sentiment", schemas.TurnSentiment, ("turn_index",),
+    "Per turn: VADER text sentiment (score + label) and negative acoustic tone.",
+)
+CALL_CATEGORIES = _table(
+    "call_categories", schemas.CallCategories, ("match_index",),
+    "One row per piece of evidence of a QA category a call meets: rule, turn, timestamps, quote.",
+)
+FUSED_INSIGHTS = _table(
+    "fused_insights", schemas.FusedInsights, (),
+    "One row per call joining acoustic tone, conversation metrics and semantic flags, with the QA "
+    "priority (0-100) and its reasons (formula in engines/fusion.py).",
+)
+
+TABLES: dict[str, Table] = {
+    table.name: table
+    for table in (
+        RAW_CALL_AUDIO, VALID_SEGMENTS, SPEECH_ACTIVITY, QUARANTINED_CALLS, TRANSCRIPTS, CONVERSATION_METRICS,
+        REDACTED_AUDIO, TONE_SCORES, CALL_TONE, COMPLIANCE_FLAGS, MALFORMED_LLM_OUTPUTS, CALL_SUMMARIES,
+        CALL_CHARACTERISTICS, TURN_SENTIMENT, CALL_CATEGORIES, FUSED_INSIGHTS,
+    )
+}
