@@ -138,12 +138,14 @@ def build_resources(deployment: str | None = None) -> dict:
     }
 
 
-def build_definitions(deployment: str | None = None) -> dg.Definitions:
+def build_definitions(deployment: str | None = None, resources: dict | None = None) -> dg.Definitions:
+    """The project's definitions bound to a profile's resources, with `resources` replacing some of
+    them (tests and the bench bind temporary stores this way)."""
     return dg.Definitions(
         assets=ASSETS,
         jobs=[call_pipeline_job, reprocess_malformed_job, forget_call],
         sensors=[new_recordings_sensor],
-        resources=build_resources(deployment),
+        resources={**build_resources(deployment), **(resources or {})},
     )
 
 

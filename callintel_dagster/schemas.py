@@ -93,6 +93,16 @@ class QuarantinedCalls(_Table):
     quarantined_at: Series[pd.DatetimeTZDtype(tz="UTC")] = pa.Field()
 
 
+class ProcessedCalls(_Table):
+    """`processed_calls`: what each stage last computed a call from, so a re-run skips unchanged calls."""
+
+    stage: Series[str] = pa.Field()
+    input_digest: Series[str] = pa.Field(
+        str_length={"min_value": 16}, description="hash of the call's inputs, the task configuration and the engine code"
+    )
+    processed_at: Series[pd.DatetimeTZDtype(tz="UTC")] = pa.Field()
+
+
 class Transcripts(_Table):
     """`transcripts`: speaker-aligned turns (Whisper words grouped by diarized speaker)."""
 

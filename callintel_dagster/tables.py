@@ -104,6 +104,11 @@ QUARANTINED_CALLS = _table(
     "quarantined_calls", schemas.QuarantinedCalls, ("stage",),
     "Every call a stage could not process, with the reason. Each stage owns its own rows (`stage`).",
 )
+PROCESSED_CALLS = _table(
+    "processed_calls", schemas.ProcessedCalls, ("stage",),
+    "What each per-call stage last computed each call from (a digest of its inputs, the task "
+    "configuration and the engine code): a re-run skips the calls whose digest is unchanged.",
+)
 TRANSCRIPTS = _table(
     "transcripts", schemas.Transcripts, ("turn_index",),
     "One row per speaker turn: speaker, role (agent/customer), start, end, text (PHI redacted at rest by "
@@ -160,10 +165,14 @@ FUSED_INSIGHTS = _table(
     "priority (0-100) and its reasons (formula in engines/fusion.py).",
 )
 
+# Bookkeeping tables that every per-call stage writes, each stage owning its own rows (`stage`); they
+# are not assets, so they are not lineage either.
+STAGE_TABLES = (QUARANTINED_CALLS, PROCESSED_CALLS)
+
 TABLES: dict[str, Table] = {
     table.name: table
     for table in (
-        RAW_CALL_AUDIO, VALID_SEGMENTS, SPEECH_ACTIVITY, QUARANTINED_CALLS, TRANSCRIPTS, CONVERSATION_METRICS,
+        RAW_CALL_AUDIO, VALID_SEGMENTS, SPEECH_ACTIVITY, QUARANTINED_CALLS, PROCESSED_CALLS, TRANSCRIPTS, CONVERSATION_METRICS,
         REDACTED_AUDIO, TONE_SCORES, CALL_TONE, COMPLIANCE_FLAGS, MALFORMED_LLM_OUTPUTS, CALL_SUMMARIES,
         CALL_CHARACTERISTICS, TURN_SENTIMENT, CALL_CATEGORIES, FUSED_INSIGHTS,
     )

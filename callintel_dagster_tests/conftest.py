@@ -11,9 +11,15 @@ import pandas as pd
 import pyarrow
 import pytest
 from dagster._core.remote_origin import RegisteredCodeLocationOrigin, RemoteJobOrigin, RemoteRepositoryOrigin
+from pydantic import Field
 
 from callintel_dagster.engines.audio import SAMPLE_RATE
 from callintel_dagster.resources.blob_store import LocalBlobStore
+from callintel_dagster.resources.compute import (
+    RESULT_COLUMNS,
+    CallCompute,
+    run_call_task,
+)
 from callintel_dagster.resources.lakehouse import DeltaLakehouse
 from callintel_dagster.resources.settings import AudioSettings
 from callintel_dagster.schemas import Transcripts, arrow_schema
@@ -139,3 +145,23 @@ def fake_openai_server():
     """A fresh loopback server per test, so scripted faults never leak between tests."""
     with FakeOpenAIServer() as server:
         yield server
+
+
+class InlineCompute(CallCompute):
+    """Runs each call's task in this process, the way a Spark task would, except for the calls in
+    `fail_call_ids`, whose worker 'crashes'."""
+
+    fail_call_ids: list[str] = Field(default_factory=list)
+    calls_log: str | None = Field(default=None, description="File that gets one line per call handed to a task.")
+
+    def map_calls(self, calls, task, description):
+        rows = []
+        if self.calls_log:
+            with open(self.calls_log, "a") as log:
+                log.writelines(f"{call_id}\n" for call_id in calls["call_id"])
+        for call in calls.astype(str).to_dict("records"):
+            if call["call_id"] in self.fail_call_ids:
+                rows.append({"call_id": call["call_id"], "status": "error", "error": "worker killed (OOM)", "payload": "{}", "seconds": 0.0})
+            else:
+                rows.append(run_call_task(task, call))
+        return pd.DataFrame(rows, columns=RESULT_COLUMNS)

@@ -11,7 +11,11 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
-from callintel_dagster.definitions import DEPLOYMENTS, build_definitions, build_resources
+from callintel_dagster.definitions import (
+    DEPLOYMENTS,
+    build_definitions,
+    build_resources,
+)
 from callintel_dagster.resources.blob_store import AzureBlobStore, LocalBlobStore
 from callintel_dagster.resources.compute import LocalSparkCompute
 from callintel_dagster.resources.databricks import DatabricksPipesCompute

@@ -8,7 +8,8 @@ import json
 import dagster as dg
 import pytest
 
-from callintel_dagster.definitions import defs
+from callintel_dagster.assets.io import TABLES_READ
+from callintel_dagster.definitions import ASSETS, build_definitions
 from callintel_dagster.engines.dashboard import CHART_IDS
 from callintel_dagster.engines.ingest import call_id_for
 from callintel_dagster.engines.reference import (
@@ -38,11 +39,12 @@ def test_pipeline_matches_ground_truth_on_scripted_calls(resources, blob_root, d
         "reports": ReportSettings(root=str(tmp_path / "dashboards")),
         "categories": CategorySettings(),
     }
-    assets = [a for a in defs.assets if "tone_model" not in {k.to_user_string() for k in a.keys}]
+    assets = [a for a in ASSETS if "tone_model" not in {k.to_user_string() for k in a.keys}]
     result = dg.materialize(assets, partition_key=DAY_TWO, resources=resources)
     assert result.success
     assert all(check.passed for check in result.get_asset_check_evaluations())
     lakehouse = resources["lakehouse"]
+    _check_lineage_is_the_reads(result)
 
     _check_sample_call(lakehouse)
     truth = {t["call_id"]: t for _, t in iter_truth(blob_root)}
@@ -92,6 +94,20 @@ def test_pipeline_matches_ground_truth_on_scripted_calls(resources, blob_root, d
     page = (tmp_path / "dashboards" / "latest.html").read_text()
     assert all(chart_id in page for chart_id in CHART_IDS.values())
     json.dumps(scores)  # the bench report serialises these
+
+
+def _check_lineage_is_the_reads(result) -> None:
+    """Every table an asset read is a declared upstream, and every declared upstream table was read:
+    the lineage in the UI is exactly what the code does."""
+    graph = build_definitions("local").resolve_asset_graph()
+    materialized = result.get_asset_materialization_events()
+    assert materialized
+    for event in materialized:
+        key = event.asset_key
+        recorded = event.materialization.metadata.get(TABLES_READ)
+        read = set(recorded.value if recorded else []) - {key.to_user_string()}  # an asset may read its own table
+        declared = {parent.to_user_string() for parent in graph.get(key).parent_keys} - {"tone_model"}
+        assert read == declared, f"{key.to_user_string()}: reads {sorted(read)}, declares {sorted(declared)}"
 
 
 def _check_sample_call(lakehouse) -> None:

@@ -13,6 +13,7 @@ from callintel_dagster.resources.blob_store import (
     AzureBlobStore,
     BlobStore,
     LocalBlobStore,
+    MissingLocationError,
 )
 from callintel_dagster.resources.lakehouse import DeltaLakehouse
 
@@ -79,7 +80,8 @@ def store(request, tmp_path) -> BlobStore:
 
 
 def test_blob_store_contract(store: BlobStore):
-    assert store.list_recordings() == []
+    with pytest.raises(MissingLocationError, match="recordings root .* does not exist"):
+        store.list_recordings()
     store.write("2026-11-24/agent-1__a.wav", b"RIFF....")
     store.write("2026-11-24/notes.txt", b"not a recording")
     store.write("2026-11-25/b.flac", b"fLaC")
@@ -91,6 +93,8 @@ def test_blob_store_contract(store: BlobStore):
     assert [b.key for b in store.list_recordings()] == ["2026-11-24/agent-1__a.wav", "2026-11-25/b.flac"]
     with store.local_copy("2026-11-25/b.flac") as path:
         assert path.read_bytes() == b"fLaC"
+    with pytest.raises(MissingLocationError, match="no folder .*2026-11-26"):
+        store.list_recordings("2026-11-26")
 
 
 def test_blob_version_changes_when_content_is_replaced(store: BlobStore):

@@ -4,6 +4,7 @@
 import dagster as dg
 import pandas as pd
 
+from callintel_dagster.assets.incremental import StageConfig
 from callintel_dagster.assets.io import (
     TableReader,
     partition_date,
@@ -59,7 +60,9 @@ def _json_by_call(frame: pd.DataFrame, columns: list[str], order: str) -> dict[s
     partitions_def=call_date_partitions,
     backfill_policy=MODEL_STAGE_BACKFILL,
 )
-def call_characteristics(context: dg.AssetExecutionContext, blob_store: BlobStore, lakehouse: Lakehouse, compute: CallCompute):
+def call_characteristics(
+    context: dg.AssetExecutionContext, config: StageConfig, blob_store: BlobStore, lakehouse: Lakehouse, compute: CallCompute
+):
     """Amazon-Transcribe-Call-Analytics-style characteristics from our own audio, turns and tone,
     as Spark tasks (loudness reads the audio)."""
     call_dates = partition_dates(context)
@@ -72,7 +75,7 @@ def call_characteristics(context: dg.AssetExecutionContext, blob_store: BlobStor
     calls["tone_json"] = [tone.get(c, "[]") for c in calls["call_id"]]
     stage = run_model_stage(
         context, stage=CALL_CHARACTERISTICS.name, calls=calls, task=CharacteristicsTask(),
-        compute=compute, lakehouse=lakehouse, call_dates=call_dates,
+        compute=compute, lakehouse=lakehouse, call_dates=call_dates, config=config,
     )
     role_check, role_written = stage.write(CALL_CHARACTERISTICS)
     turn_check, turn_written = stage.write(TURN_SENTIMENT)

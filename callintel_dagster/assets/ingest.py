@@ -4,39 +4,72 @@ import dagster as dg
 import pandas as pd
 
 from callintel_dagster.assets.io import (
+    TableReader,
     partition_date,
     table_asset_kwargs,
     write_quarantine,
     write_table,
 )
 from callintel_dagster.engines.ingest import inventory_recording
-from callintel_dagster.resources.blob_store import BlobStore
+from callintel_dagster.resources.blob_store import BlobStore, MissingLocationError
 from callintel_dagster.resources.lakehouse import Lakehouse
 from callintel_dagster.resources.settings import AudioSettings
 from callintel_dagster.tables import RAW_CALL_AUDIO
 
 
+class IngestConfig(dg.Config):
+    allow_purge: bool = False
+    """Let this run delete the rows of recordings that vanished from the day folder, however many."""
+
+
+def _refuse_mass_deletion(known: set[str], listed: set[str], max_share: float, folder: str) -> None:
+    vanished = known - listed
+    if known and len(vanished) > max_share * len(known):
+        raise dg.Failure(
+            f"{len(vanished)} of the {len(known)} recordings known for this day are no longer in {folder}; "
+            f"nothing was changed. If they were removed on purpose, re-run with "
+            f"`ops: raw_call_audio: config: allow_purge: true`.",
+            allow_retries=False,
+        )
+
+
 @dg.asset(**table_asset_kwargs(RAW_CALL_AUDIO, reads=[]), group_name="ingest", kinds={"delta", "python"})
 def raw_call_audio(
     context: dg.AssetExecutionContext,
+    config: IngestConfig,
     blob_store: BlobStore,
     lakehouse: Lakehouse,
     audio_settings: AudioSettings,
 ) -> dg.MaterializeResult:
     """One row per recording in the day's blob folder: stable call id, checksum, duration, sample
     rate, channels, codec. Empty, truncated, non-audio or oversized files get `status=quarantined`
-    with a reason (also in `quarantined_calls`); the rest of the day is processed normally."""
+    with a reason (also in `quarantined_calls`); the rest of the day is processed normally. A missing
+    folder, or a listing that lost most of the day's recordings, fails the step and changes nothing."""
     call_date = partition_date(context)
-    blobs = blob_store.list_recordings(context.partition_key)
-    context.log.info(f"{len(blobs)} recordings under {blob_store.uri(context.partition_key)}")
+    folder = blob_store.uri(context.partition_key)
+    try:
+        blobs = blob_store.list_recordings(context.partition_key)
+    except MissingLocationError as exc:
+        raise dg.Failure(str(exc)) from exc
+    known = TableReader(context, lakehouse)(RAW_CALL_AUDIO, [call_date])
+    if not config.allow_purge:
+        _refuse_mass_deletion(set(known["blob_key"]), {blob.key for blob in blobs}, audio_settings.max_vanished_share, folder)
+    # A recording already inventoried at this version keeps its row: no download, probe or checksum.
+    unchanged = {
+        (row["blob_key"], row["blob_version"]): row
+        for row in known[known["status"] == "ok"][RAW_CALL_AUDIO.payload_columns].to_dict("records")
+    }
     rows = []
     for number, blob in enumerate(blobs, start=1):
-        with blob_store.local_copy(blob.key) as path:
-            row = inventory_recording(path, blob.key, audio_settings.max_bytes, audio_settings.max_duration_s)
-        rows.append({**row, "blob_version": blob.version})
-        context.log.debug(f"inventoried {number}/{len(blobs)}: {blob.key} -> {row['status']}")
+        row = unchanged.get((blob.key, blob.version))
+        if row is None:
+            with blob_store.local_copy(blob.key) as path:
+                row = inventory_recording(path, blob.key, audio_settings.max_bytes, audio_settings.max_duration_s)
+            row = {**row, "blob_version": blob.version, "ingested_at": pd.Timestamp.now(tz="UTC")}
+            context.log.debug(f"inventoried {number}/{len(blobs)}: {blob.key} -> {row['status']}")
+        rows.append(row)
     frame = RAW_CALL_AUDIO.rows(rows)
-    frame["ingested_at"] = pd.Timestamp.now(tz="UTC")
+    context.log.info(f"{len(blobs) - len(unchanged.keys() & {(b.key, b.version) for b in blobs})} new or changed recordings inventoried")
 
     quarantined = frame[frame["status"] == "quarantined"]
     write_quarantine(

@@ -18,6 +18,11 @@ import time
 import dagster as dg
 import pandas as pd
 
+from callintel_dagster.assets.incremental import (
+    StageConfig,
+    plan_stage,
+    task_configuration,
+)
 from callintel_dagster.assets.io import TableReader, write_quarantine, write_table
 from callintel_dagster.resources.blob_store import BlobStore
 from callintel_dagster.resources.compute import CallCompute, CallTask, decode_payloads
@@ -48,17 +53,17 @@ class StageRun:
     lakehouse: Lakehouse
     call_dates: list[dt.date]
     tables: dict[str, pd.DataFrame]
-    failed_call_ids: list[str]
+    kept_call_ids: list[str]
     metadata: dict
 
     def rows(self, table: Table) -> pd.DataFrame:
         return self.tables.get(table.name, table.rows([]))
 
     def write(self, table: Table, frame: pd.DataFrame | None = None) -> tuple[dg.AssetCheckResult, dict]:
-        """MERGE the stage's rows of `table`; failed calls keep their earlier rows."""
+        """MERGE the stage's rows of `table`; unchanged and failed calls keep their stored rows."""
         return write_table(
             self.context, self.lakehouse, table, self.rows(table) if frame is None else frame, self.call_dates,
-            keep_call_ids=self.failed_call_ids,
+            keep_call_ids=self.kept_call_ids,
         )
 
 
@@ -71,11 +76,20 @@ def run_model_stage(
     compute: CallCompute,
     lakehouse: Lakehouse,
     call_dates: list[dt.date],
+    config: StageConfig,
+    configuration: str = "",
 ) -> StageRun:
-    """Run `task` over `calls`, quarantine the failures, and return what the successful calls produced."""
+    """Run `task` over the calls whose inputs changed since the last run (all of them with
+    `config.recompute`), quarantine the failures, and return what the computed calls produced.
+    `configuration` adds what the task object does not carry (e.g. the trained model's checksum)."""
+    plan = plan_stage(lakehouse, stage, calls, task_configuration(task) + configuration, call_dates, config.recompute)
+    all_calls, calls = calls, plan.to_run
     audio_s = float(calls["duration_s"].astype(float).sum()) if len(calls) else 0.0
     span = f"{call_dates[0]}" if len(call_dates) == 1 else f"{call_dates[0]}..{call_dates[-1]}"
-    context.log.info(f"[{stage}] {len(calls)} calls ({span}), {audio_s / 60:.1f} min of audio → Spark tasks")
+    context.log.info(
+        f"[{stage}] {len(calls)} of {len(all_calls)} calls ({span}) to compute, {audio_s / 60:.1f} min of audio → Spark tasks; "
+        f"{len(plan.unchanged_call_ids)} unchanged since their last run keep their rows"
+    )
     started = time.perf_counter()
     results = compute.map_calls(calls, task, f"callintel {stage} {span}")
     wall = time.perf_counter() - started
@@ -96,8 +110,10 @@ def run_model_stage(
     )
     for row in results[results["status"] == "ok"].itertuples():
         context.log.debug(f"[{stage}] {row.call_id} done in {row.seconds:.1f} s")
+    plan.record(context, lakehouse, sorted(failed["call_id"]), call_dates)
     metadata = {
         "calls": len(calls),
+        "calls_unchanged": len(plan.unchanged_call_ids),
         "call_dates": len(call_dates),
         "quarantined": len(failed),
         "audio_minutes": round(audio_s / 60, 2),
@@ -108,4 +124,4 @@ def run_model_stage(
         metadata["audio_seconds_per_wall_second"] = round(audio_s / wall, 3)
     dates = by_call["call_date"].to_dict()
     tables = {name: rows.assign(call_date=rows["call_id"].map(dates)) for name, rows in decode_payloads(results).items()}
-    return StageRun(context, lakehouse, call_dates, tables, sorted(failed["call_id"]), metadata)
+    return StageRun(context, lakehouse, call_dates, tables, plan.kept(sorted(failed["call_id"])), metadata)

@@ -5,6 +5,7 @@ import time
 import dagster as dg
 import pandas as pd
 
+from callintel_dagster.assets.incremental import StageConfig, plan_stage
 from callintel_dagster.assets.io import (
     TableReader,
     partition_date,
@@ -32,18 +33,24 @@ from callintel_dagster.tables import RAW_CALL_AUDIO, SPEECH_ACTIVITY, VALID_SEGM
 )
 def valid_segments(
     context: dg.AssetExecutionContext,
+    config: StageConfig,
     blob_store: BlobStore,
     lakehouse: Lakehouse,
     audio_settings: AudioSettings,
 ):
     """Decode every usable call of the day to 16 kHz mono and detect speech. A call that cannot be
     decoded, or holds less than `min_speech_s` of speech (silent / dead-air recording), is
-    quarantined with the reason; the others are written."""
+    quarantined with the reason; the others are written. A call whose recording and settings are
+    unchanged since its last run keeps its rows without being decoded again."""
     call_date = partition_date(context)
     read = TableReader(context, lakehouse)
-    calls = read(RAW_CALL_AUDIO, [call_date])
-    calls = calls[calls["status"] == "ok"]
+    inventory = read(RAW_CALL_AUDIO, [call_date])
+    inventory = inventory.loc[inventory["status"] == "ok", ["call_id", "call_date", "blob_key", "blob_version"]]
     vad_config = audio_settings.vad_config()
+    settings = f"{vad_config!r}|{audio_settings.min_speech_s}|{audio_settings.max_duration_s}"
+    plan = plan_stage(lakehouse, VALID_SEGMENTS.name, inventory, settings, [call_date], config.recompute)
+    calls = plan.to_run
+    context.log.info(f"VAD: {len(calls)} new or changed calls; {len(plan.unchanged_call_ids)} unchanged keep their rows")
     segment_frames, stats_rows, quarantined = [], [], []
     started = time.perf_counter()
     audio_seconds = 0.0
@@ -73,16 +80,22 @@ def valid_segments(
         )
     elapsed = time.perf_counter() - started
     write_quarantine(lakehouse, context, stage=VALID_SEGMENTS.name, call_dates=[call_date], rows=quarantined)
+    failed = [row["call_id"] for row in quarantined]
+    plan.record(context, lakehouse, failed, [call_date])
 
     segments = VALID_SEGMENTS.rows([])
     if segment_frames:
         segments = pd.concat(segment_frames, ignore_index=True)[segments.columns]
-    seg_check, seg_written = write_table(context, lakehouse, VALID_SEGMENTS, segments, [call_date])
-    act_check, act_written = write_table(context, lakehouse, SPEECH_ACTIVITY, SPEECH_ACTIVITY.rows(stats_rows), [call_date])
+    kept = plan.kept(failed)
+    seg_check, seg_written = write_table(context, lakehouse, VALID_SEGMENTS, segments, [call_date], keep_call_ids=kept)
+    act_check, act_written = write_table(
+        context, lakehouse, SPEECH_ACTIVITY, SPEECH_ACTIVITY.rows(stats_rows), [call_date], keep_call_ids=kept
+    )
     rate = {"realtime_factor": round(elapsed / audio_seconds, 4)} if audio_seconds else {}
     yield dg.MaterializeResult(
         asset_key="valid_segments",
-        metadata={**seg_written, **read.metadata(), "calls": len(stats_rows), "quarantined": len(quarantined), **rate},
+        metadata={**seg_written, **read.metadata(), "calls": len(stats_rows),
+                  "calls_unchanged": len(plan.unchanged_call_ids), "quarantined": len(quarantined), **rate},
     )
     yield dg.MaterializeResult(asset_key="speech_activity", metadata={**act_written, **read.metadata()})
     yield seg_check

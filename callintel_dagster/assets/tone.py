@@ -4,6 +4,7 @@ import json
 
 import dagster as dg
 
+from callintel_dagster.assets.incremental import StageConfig
 from callintel_dagster.assets.io import (
     TableReader,
     partition_dates,
@@ -73,6 +74,7 @@ def tone_model(context: dg.AssetExecutionContext, config: ToneModelConfig, model
 )
 def tone_scores(
     context: dg.AssetExecutionContext,
+    config: StageConfig,
     blob_store: BlobStore,
     lakehouse: Lakehouse,
     compute: CallCompute,
@@ -81,10 +83,10 @@ def tone_scores(
     """Scores each call's speech (VAD segments cut into windows) with the configured tone model, as
     Spark tasks; one model load per worker process."""
     call_dates = partition_dates(context)
-    config = models.tone_config()
-    if config.backend == "embedded" and read_tone_card(config.model_path) is None:
+    tone = models.tone_config()
+    if tone.backend == "embedded" and read_tone_card(tone.model_path) is None:
         raise dg.Failure(
-            f"no tone model in {config.model_path}: materialize the `tone_model` asset first", allow_retries=False
+            f"no tone model in {tone.model_path}: materialize the `tone_model` asset first", allow_retries=False
         )
     read = TableReader(context, lakehouse)
     calls = usable_calls(read, blob_store, call_dates)
@@ -93,10 +95,11 @@ def tone_scores(
     spans = {call_id: json.dumps(group[["start_s", "end_s"]].values.tolist()) for call_id, group in speech.groupby("call_id")}
     calls["speech_segments"] = [spans.get(call_id, "[]") for call_id in calls["call_id"]]
     stage = run_model_stage(
-        context, stage=TONE_SCORES.name, calls=calls, task=ToneTask(config, models.tone_window_s),
-        compute=compute, lakehouse=lakehouse, call_dates=call_dates,
+        context, stage=TONE_SCORES.name, calls=calls, task=ToneTask(tone, models.tone_window_s),
+        compute=compute, lakehouse=lakehouse, call_dates=call_dates, config=config,
+        configuration=(read_tone_card(tone.model_path) or {}).get("sha256", "") if tone.backend == "embedded" else "",
     )
-    model_id = f"{config.backend}:{config.model_path}"
+    model_id = f"{tone.backend}:{tone.model_path}"
     score_check, score_written = stage.write(TONE_SCORES)
     call_check, call_written = stage.write(CALL_TONE, stage.rows(CALL_TONE).assign(model_id=model_id))
     yield dg.MaterializeResult(

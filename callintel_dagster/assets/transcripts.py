@@ -3,6 +3,7 @@ speakers, per turn, and the PHI-masked copy of each recording."""
 
 import dagster as dg
 
+from callintel_dagster.assets.incremental import StageConfig
 from callintel_dagster.assets.io import (
     TableReader,
     partition_dates,
@@ -41,6 +42,7 @@ OUTPUTS = (TRANSCRIPTS, CONVERSATION_METRICS, REDACTED_AUDIO)
 )
 def transcripts(
     context: dg.AssetExecutionContext,
+    config: StageConfig,
     blob_store: BlobStore,
     lakehouse: Lakehouse,
     compute: CallCompute,
@@ -53,7 +55,7 @@ def transcripts(
     calls = usable_calls(read, blob_store, call_dates)
     stage = run_model_stage(
         context, stage=TRANSCRIPTS.name, calls=calls, task=models.transcript_task(), compute=compute,
-        lakehouse=lakehouse, call_dates=call_dates,
+        lakehouse=lakehouse, call_dates=call_dates, config=config,
     )
     checks = {}
     metadata = {

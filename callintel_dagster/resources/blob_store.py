@@ -43,8 +43,14 @@ class BlobInfo:
         return self.key.rsplit("/", 1)[-1]
 
 
+class MissingLocationError(FileNotFoundError):
+    """The store's root or a requested day folder does not exist: an unmounted share, a wrong
+    container or expired credentials must fail loudly, never read as "no recordings"."""
+
+
 class BlobStore(dg.ConfigurableResource, abc.ABC):
-    """Read-side interface the assets and the sensor use."""
+    """Where recordings live: listing and reading them (assets, sensor), writing derived audio (the
+    PHI-masked copies) and deleting blobs (erasure)."""
 
     @abc.abstractmethod
     def _filesystem(self) -> fsspec.AbstractFileSystem: ...
@@ -74,19 +80,27 @@ class BlobStore(dg.ConfigurableResource, abc.ABC):
     def date_folders(self) -> list[str]:
         fs = self._filesystem()
         if not fs.exists(self._root()):
-            return []
+            raise MissingLocationError(
+                f"the recordings root {self._root()} does not exist (unmounted folder, wrong container or "
+                "expired credentials?); nothing was listed"
+            )
         names = [p.rstrip("/").rsplit("/", 1)[-1] for p in fs.ls(self._root(), detail=False)]
         return sorted(n for n in names if _DATE_FOLDER.match(n))
 
     def list_recordings(self, call_date: str | None = None) -> list[BlobInfo]:
-        """Audio files for one date partition, or for every date folder when `call_date` is None."""
+        """Audio files for one date partition, or for every date folder when `call_date` is None.
+        A missing root or day folder raises `MissingLocationError`; an empty folder is an empty day."""
         fs = self._filesystem()
-        dates = [call_date] if call_date else self.date_folders()
+        dates = self.date_folders() if call_date is None else [call_date]
         found: list[BlobInfo] = []
         for date in dates:
             folder = self._full(date)
             if not fs.exists(folder):
-                continue
+                self.date_folders()  # a missing root is the likelier cause: say so
+                raise MissingLocationError(
+                    f"no folder {folder} for call date {date}; a day without calls needs an empty folder, "
+                    "so that a missing or unmounted folder is never taken for one"
+                )
             for entry in fs.ls(folder, detail=True):
                 name = entry["name"].rstrip("/").rsplit("/", 1)[-1]
                 if entry.get("type") != "file" or not name.lower().endswith(AUDIO_EXTENSIONS):

@@ -19,6 +19,11 @@ class AudioSettings(dg.ConfigurableResource):
     vad_threshold: float = Field(default=0.5, description="silero-vad speech probability threshold.")
     vad_min_silence_ms: int = Field(default=300, description="Pauses shorter than this do not split a segment.")
     flagged_silence_s: float = Field(default=1.0, description="Silences at least this long are flagged as dead air.")
+    max_vanished_share: float = Field(
+        default=0.5,
+        description="A listing in which more than this share of a day's known recordings has vanished fails the "
+        "ingest instead of deleting their rows, unless the run sets `raw_call_audio.config.allow_purge`.",
+    )
 
     def vad_config(self) -> VadConfig:
         return VadConfig(

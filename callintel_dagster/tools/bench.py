@@ -261,11 +261,11 @@ def throughput_section(work: Path, models_root: Path, minutes: float) -> tuple[d
     resources = _pipeline_resources(work, models_root)
     _progress(f"pipeline: {len(dates)} date(s) {dates[0]}..{dates[-1]} in {work}")
 
-    from callintel_dagster.definitions import defs
+    from callintel_dagster.definitions import build_definitions
 
     # The project's assets and jobs, bound to the bench's resources (passing resources to
     # execute_in_process is refused once a run selects a subset of assets, as the range run does).
-    bench_defs = dg.Definitions(assets=defs.assets, asset_checks=defs.asset_checks, jobs=defs.jobs, resources=resources)
+    bench_defs = build_definitions("local", resources)
     job = bench_defs.resolve_job_def("call_pipeline_job")
     runs, steps, stage_meta = [], {}, {}
     with dg.DagsterInstance.ephemeral() as instance, MemorySampler() as pipeline_memory:
