@@ -59,12 +59,13 @@ from callintel_dagster_tests.conftest import DAY_ONE, DAY_TWO, pipeline_run
 FOUNDATION = [raw_call_audio, valid_segments]
 REPO = Path(__file__).resolve().parents[1]
 # Columns that differ between two runs over the same input by design.
-VOLATILE = ["run_id", "ingested_at", "quarantined_at"]
+VOLATILE = ["run_id", "ingested_at", "quarantined_at", "processed_at"]
 KEYS = {
     "raw_call_audio": ["call_id"],
     "valid_segments": ["call_id", "segment_index"],
     "speech_activity": ["call_id"],
     "quarantined_calls": ["call_id", "stage"],
+    "processed_calls": ["call_id", "stage"],
 }
 
 
