@@ -20,6 +20,8 @@ import os
 
 import dagster as dg
 
+from callintel_dagster.assets.alerts import alerts_sent
+from callintel_dagster.assets.bi import fact_call, fact_flag, fact_turn_tone
 from callintel_dagster.assets.characteristics import (
     call_categories,
     call_characteristics,
@@ -33,6 +35,7 @@ from callintel_dagster.assets.summaries import call_summaries
 from callintel_dagster.assets.tone import tone_model, tone_scores
 from callintel_dagster.assets.transcripts import transcripts
 from callintel_dagster.jobs import call_pipeline_job, reprocess_malformed_job
+from callintel_dagster.resources.alerts import AlertChannels
 from callintel_dagster.resources.blob_store import (
     AzureBlobStore,
     BlobStore,
@@ -65,7 +68,8 @@ _RETIRED_SWITCHES = ("CALLINTEL_ENV", "CALLINTEL_COMPUTE", "CALLINTEL_LAKEHOUSE"
 
 ASSETS = [
     raw_call_audio, valid_segments, tone_model, tone_scores, transcripts, compliance_flags,
-    fused_insights, insights_dashboard, call_characteristics, call_categories, call_summaries,
+    fused_insights, insights_dashboard, call_characteristics, call_categories, call_summaries, alerts_sent,
+    fact_call, fact_flag, fact_turn_tone,
 ]
 
 
@@ -104,6 +108,28 @@ def _assessor() -> ComplianceAssessor:
     )
 
 
+def _secret(name: str) -> dg.EnvVar | None:
+    return dg.EnvVar(name) if os.environ.get(name) else None
+
+
+def _alert_channels(data_root: str) -> AlertChannels:
+    """Channels from `CALLINTEL_ALERT_*` (README "Alerts"); none configured means nothing is sent."""
+    recipients = [a.strip() for a in os.environ.get("CALLINTEL_ALERT_EMAIL_TO", "").split(",") if a.strip()]
+    return AlertChannels(
+        teams_webhook_url=_secret("CALLINTEL_ALERT_TEAMS_WEBHOOK_URL"),
+        slack_webhook_url=_secret("CALLINTEL_ALERT_SLACK_WEBHOOK_URL"),
+        smtp_host=os.environ.get("CALLINTEL_ALERT_SMTP_HOST"),
+        smtp_port=int(_env("CALLINTEL_ALERT_SMTP_PORT", "587")),
+        smtp_starttls=_env("CALLINTEL_ALERT_SMTP_STARTTLS", "true").lower() != "false",
+        smtp_username=os.environ.get("CALLINTEL_ALERT_SMTP_USERNAME"),
+        smtp_password=_secret("CALLINTEL_ALERT_SMTP_PASSWORD"),
+        email_from=_env("CALLINTEL_ALERT_EMAIL_FROM", "callintel@localhost"),
+        email_to=recipients,
+        qa_priority_threshold=int(_env("CALLINTEL_ALERT_QA_PRIORITY", "70")),
+        dashboard_url=_env("CALLINTEL_DASHBOARD_URL", f"{data_root}/dashboards"),
+    )
+
+
 def build_resources(deployment: str | None = None) -> dict:
     """The resources of one deployment profile (default: `$CALLINTEL_DEPLOYMENT`, else `local`)."""
     retired = [name for name in _RETIRED_SWITCHES if os.environ.get(name)]
@@ -135,6 +161,7 @@ def build_resources(deployment: str | None = None) -> dict:
         "models": ModelSettings(models_root=f"{data_root}/models"),
         "reports": ReportSettings(root=f"{data_root}/dashboards"),
         "categories": CategorySettings(categories_file=os.environ.get("CALLINTEL_CATEGORIES_FILE")),
+        "alert_channels": _alert_channels(data_root),
     }
 
 

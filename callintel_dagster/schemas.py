@@ -13,6 +13,9 @@ from pandera.engines import pandas_engine
 from pandera.typing import Series
 
 from callintel_dagster.engines.vocabulary import (
+    ALERT_KINDS,
+    ALERT_STATUSES,
+    BI_FLAGS,
     PROB_COLUMNS,
     ROLES,
     SENTIMENT_LABELS,
@@ -306,6 +309,73 @@ class FusedInsights(_Table):
     qa_priority: Series[int] = pa.Field(ge=0, le=100)
     qa_reasons: Series[str] = pa.Field(description="JSON list of reasons, each with its points")
 
+
+
+class AlertsSent(_Table):
+    """`alerts_sent`: one row per finding and channel: what was sent where, when, and the outcome.
+    Identifiers and scores only (no quote), like the message itself."""
+
+    alert_id: Series[str] = pa.Field(str_length={"min_value": 16, "max_value": 16})
+    kind: Series[str] = pa.Field(isin=list(ALERT_KINDS))
+    channel: Series[str] = pa.Field(description="Channel name; `none` when no channel is configured")
+    agent_id: Series[str] = pa.Field(nullable=True)
+    qa_priority: Series[int] = pa.Field(ge=0, le=100)
+    status: Series[str] = pa.Field(isin=list(ALERT_STATUSES))
+    attempts: Series[int] = pa.Field(ge=0)
+    error: Series[str] = pa.Field(nullable=True)
+    link: Series[str] = pa.Field()
+    attempted_at: Series[pd.DatetimeTZDtype(tz="UTC")] = pa.Field()
+
+
+# Gold layer for BI (`star_schema.py`): facts at the grain Power BI measures count. `agent_id` is
+# never null here ("unknown"), so every fact row joins `dim_agent`.
+ANGER_TOPICS = ["billing", "care_delay", "other"]
+
+
+class FactCall(_Table):
+    """`fact_call`: one row per call: outcome, acoustic stress, sentiment, flags, QA priority."""
+
+    agent_id: Series[str] = pa.Field()
+    duration_s: Series[float] = pa.Field(ge=0)
+    talk_time_agent_s: Series[float] = pa.Field(ge=0, nullable=True)
+    talk_time_customer_s: Series[float] = pa.Field(ge=0, nullable=True)
+    max_anger: Series[float] = pa.Field(ge=0, le=1, nullable=True)
+    acoustic_stress: Series[float] = pa.Field(ge=0, le=1, nullable=True, description="Share of negative acoustic tone")
+    overall_sentiment: Series[str] = pa.Field(isin=list(SENTIMENT_LABELS), nullable=True)
+    sentiment_score: Series[float] = pa.Field(ge=-1, le=1, nullable=True)
+    issue_resolved: Series[pd.BooleanDtype] = pa.Field(nullable=True)
+    escalation_requested: Series[pd.BooleanDtype] = pa.Field(nullable=True)
+    billing_detected: Series[pd.BooleanDtype] = pa.Field(nullable=True)
+    anger_at_billing: Series[pd.BooleanDtype] = pa.Field(nullable=True)
+    anger_peak_topic: Series[str] = pa.Field(isin=ANGER_TOPICS, nullable=True)
+    hipaa_flag_count: Series[pd.Int64Dtype] = pa.Field(ge=0, le=3, nullable=True)
+    qa_priority: Series[int] = pa.Field(ge=0, le=100)
+    compliance_status: Series[str] = pa.Field(isin=["ok", "pending"], nullable=True)
+
+
+class FactFlag(_Table):
+    """`fact_flag`: one row per true compliance flag and piece of evidence (turn + quote, PHI redacted
+    at rest); a flag without evidence has one row with no turn."""
+
+    agent_id: Series[str] = pa.Field()
+    flag: Series[str] = pa.Field(isin=list(BI_FLAGS))
+    evidence_index: Series[int] = pa.Field(ge=0)
+    turn_index: Series[pd.Int64Dtype] = pa.Field(ge=0, nullable=True)
+    quote: Series[str] = pa.Field(nullable=True)
+
+
+class FactTurnTone(_Table):
+    """`fact_turn_tone`: one row per turn: text sentiment and negative acoustic tone, with the call's
+    agent and anger topic, for sentiment trends and anger spikes by topic."""
+
+    agent_id: Series[str] = pa.Field()
+    turn_index: Series[int] = pa.Field(ge=0)
+    role: Series[str] = pa.Field(isin=list(ROLES))
+    start_s: Series[float] = pa.Field(ge=0)
+    sentiment: Series[float] = pa.Field(ge=-1, le=1)
+    sentiment_label: Series[str] = pa.Field(isin=list(SENTIMENT_LABELS))
+    tone_negative: Series[float] = pa.Field(ge=0, le=1, nullable=True)
+    anger_peak_topic: Series[str] = pa.Field(isin=ANGER_TOPICS, nullable=True)
 
 _ARROW_TYPES = {
     "str": pyarrow.string(),

@@ -164,6 +164,24 @@ FUSED_INSIGHTS = _table(
     "One row per call joining acoustic tone, conversation metrics and semantic flags, with the QA "
     "priority (0-100) and its reasons (formula in engines/fusion.py).",
 )
+ALERTS_SENT = _table(
+    "alerts_sent", schemas.AlertsSent, ("kind", "channel"),
+    "One row per high-priority finding and alert channel: call, agent, finding, QA priority, evidence link, "
+    "outcome (sent / failed / skipped), attempts, error. A finding already sent on a channel is not sent again.",
+)
+FACT_CALL = _table(
+    "fact_call", schemas.FactCall, (),
+    "BI gold: one row per call (outcome, acoustic stress, sentiment, flags, QA priority), joined to "
+    "dim_agent and dim_date in the Power BI model (`star_schema.py`).",
+)
+FACT_FLAG = _table(
+    "fact_flag", schemas.FactFlag, ("flag", "evidence_index"),
+    "BI gold: one row per true compliance flag and piece of evidence (turn, quote), for drill-through.",
+)
+FACT_TURN_TONE = _table(
+    "fact_turn_tone", schemas.FactTurnTone, ("turn_index",),
+    "BI gold: one row per turn: text sentiment and negative acoustic tone, with the call's agent and anger topic.",
+)
 
 # Bookkeeping tables that every per-call stage writes, each stage owning its own rows (`stage`); they
 # are not assets, so they are not lineage either.
@@ -174,6 +192,7 @@ TABLES: dict[str, Table] = {
     for table in (
         RAW_CALL_AUDIO, VALID_SEGMENTS, SPEECH_ACTIVITY, QUARANTINED_CALLS, PROCESSED_CALLS, TRANSCRIPTS, CONVERSATION_METRICS,
         REDACTED_AUDIO, TONE_SCORES, CALL_TONE, COMPLIANCE_FLAGS, MALFORMED_LLM_OUTPUTS, CALL_SUMMARIES,
-        CALL_CHARACTERISTICS, TURN_SENTIMENT, CALL_CATEGORIES, FUSED_INSIGHTS,
+        CALL_CHARACTERISTICS, TURN_SENTIMENT, CALL_CATEGORIES, FUSED_INSIGHTS, ALERTS_SENT,
+        FACT_CALL, FACT_FLAG, FACT_TURN_TONE,
     )
 }

@@ -13,14 +13,20 @@ import pytest
 from dagster._core.remote_origin import RegisteredCodeLocationOrigin, RemoteJobOrigin, RemoteRepositoryOrigin
 from pydantic import Field
 
+from callintel_dagster.definitions import ASSETS
 from callintel_dagster.engines.audio import SAMPLE_RATE
+from callintel_dagster.resources.alerts import AlertChannels
 from callintel_dagster.resources.blob_store import LocalBlobStore
+from callintel_dagster.resources.categories import CategorySettings
 from callintel_dagster.resources.compute import (
     RESULT_COLUMNS,
     CallCompute,
     run_call_task,
 )
 from callintel_dagster.resources.lakehouse import DeltaLakehouse
+from callintel_dagster.resources.llm import RulesAssessor
+from callintel_dagster.resources.models import ModelSettings
+from callintel_dagster.resources.reports import ReportSettings
 from callintel_dagster.resources.settings import AudioSettings
 from callintel_dagster.schemas import Transcripts, arrow_schema
 from callintel_dagster.tools.demo_data import write_bad_recordings, write_sample_call
@@ -165,3 +171,20 @@ class InlineCompute(CallCompute):
             else:
                 rows.append(run_call_task(task, call))
         return pd.DataFrame(rows, columns=RESULT_COLUMNS)
+
+
+# Every asset but the unpartitioned `tone_model` (the graph tests bind a wav2vec2 tone checkpoint).
+PIPELINE_ASSETS = [a for a in ASSETS if "tone_model" not in {k.to_user_string() for k in a.keys}]
+
+
+def pipeline_resources(resources: dict, tmp_path: Path, tone_dir: str, compute: CallCompute) -> dict:
+    """`resources` plus what the whole graph needs: `compute`, a wav2vec2 tone checkpoint, the rules
+    engine, a dashboard folder, the shipped QA categories and no alert channel."""
+    return resources | {
+        "compute": compute,
+        "models": ModelSettings(tone_backend="wav2vec2", tone_model_path=tone_dir, models_root=str(tmp_path)),
+        "compliance_assessor": RulesAssessor(),
+        "reports": ReportSettings(root=str(tmp_path / "dashboards")),
+        "categories": CategorySettings(),
+        "alert_channels": AlertChannels(dashboard_url=str(tmp_path / "dashboards")),
+    }

@@ -88,7 +88,8 @@ def test_a_contract_violation_blocks_downstream(resources, blob_root, monkeypatc
     assert resources["lakehouse"].read("raw_call_audio").empty
 
 
-def test_empty_day_succeeds_with_empty_tables(resources):
+def test_empty_day_succeeds_with_empty_tables(resources, blob_root):
+    (blob_root / DAY_TWO).mkdir()  # a day with no calls: the folder exists and holds nothing
     result = _run(resources, DAY_TWO)
     assert result.success
     assert resources["lakehouse"].read("raw_call_audio").empty

@@ -345,6 +345,11 @@ def test_spark_analyzes_the_merge_against_a_real_table(spark):
         lakehouse.merge_partition("transcripts", frame, ["call_id", "turn_index"], dt.date(2026, 11, 23), call_ids=["c1"])
     with pytest.raises(AnalysisException, match="UNRESOLVED_COLUMN"):
         lakehouse.merge_partition("transcripts", frame, ["call_id", "turn"], dt.date(2026, 11, 23))
+    # Schema evolution runs for real before the MERGE: the new column is added to the stored table.
+    wider = frame.append_column("speaker", pa.array(["SPEAKER_00"]))
+    with pytest.raises(Exception, match="does not support MERGE INTO TABLE"):
+        lakehouse.merge_partition("transcripts", wider, ["call_id", "turn_index"], dt.date(2026, 11, 23))
+    assert "speaker" in spark.table("spark_catalog.callintel.transcripts").columns
 
 
 @pytest.mark.integration

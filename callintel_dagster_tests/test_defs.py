@@ -41,7 +41,8 @@ def test_graph_jobs_sensor_and_checks():
         "raw_call_audio", "valid_segments", "speech_activity", "tone_model", "tone_scores", "call_tone",
         "transcripts", "conversation_metrics", "compliance_flags", "malformed_llm_outputs",
         "fused_insights", "insights_dashboard", "redacted_audio", "call_characteristics", "turn_sentiment",
-        "call_categories", "call_summaries",
+        "call_categories", "call_summaries", "alerts_sent",
+        "fact_call", "fact_flag", "fact_turn_tone",
     }
     for key in graph.get_all_asset_keys() - {dg.AssetKey("tone_model")}:
         assert graph.get(key).partitions_def is not None, key

@@ -9,7 +9,7 @@ import dagster as dg
 import pytest
 
 from callintel_dagster.assets.io import TABLES_READ
-from callintel_dagster.definitions import ASSETS, build_definitions
+from callintel_dagster.definitions import build_definitions
 from callintel_dagster.engines.dashboard import CHART_IDS
 from callintel_dagster.engines.ingest import call_id_for
 from callintel_dagster.engines.reference import (
@@ -17,13 +17,13 @@ from callintel_dagster.engines.reference import (
     normalize_text,
     word_error_rate,
 )
-from callintel_dagster.resources.categories import CategorySettings
 from callintel_dagster.resources.compute import LocalSparkCompute
-from callintel_dagster.resources.llm import RulesAssessor
-from callintel_dagster.resources.models import ModelSettings
-from callintel_dagster.resources.reports import ReportSettings
 from callintel_dagster.tools.demo_calls import flag_scores, iter_truth, write_demo_calls
-from callintel_dagster_tests.conftest import DAY_TWO
+from callintel_dagster_tests.conftest import (
+    DAY_TWO,
+    PIPELINE_ASSETS,
+    pipeline_resources,
+)
 
 SCRIPTED = ["billing-dispute", "phi-before-verification", "dead-air"]
 FLAGS = ["billing_detected", "phi_before_verification", "missing_recording_disclosure"]
@@ -32,15 +32,8 @@ FLAGS = ["billing_detected", "phi_before_verification", "missing_recording_discl
 @pytest.mark.slow
 def test_pipeline_matches_ground_truth_on_scripted_calls(resources, blob_root, day_with_bad_input, tmp_path, tiny_wav2vec2_dir):
     write_demo_calls(blob_root, [DAY_TWO] * 3, names=SCRIPTED)
-    resources |= {
-        "compute": LocalSparkCompute(master="local[2]"),
-        "models": ModelSettings(tone_backend="wav2vec2", tone_model_path=tiny_wav2vec2_dir, models_root=str(tmp_path)),
-        "compliance_assessor": RulesAssessor(),
-        "reports": ReportSettings(root=str(tmp_path / "dashboards")),
-        "categories": CategorySettings(),
-    }
-    assets = [a for a in ASSETS if "tone_model" not in {k.to_user_string() for k in a.keys}]
-    result = dg.materialize(assets, partition_key=DAY_TWO, resources=resources)
+    resources = pipeline_resources(resources, tmp_path, tiny_wav2vec2_dir, LocalSparkCompute(master="local[2]"))
+    result = dg.materialize(PIPELINE_ASSETS, partition_key=DAY_TWO, resources=resources)
     assert result.success
     assert all(check.passed for check in result.get_asset_check_evaluations())
     lakehouse = resources["lakehouse"]

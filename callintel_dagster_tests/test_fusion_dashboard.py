@@ -308,3 +308,20 @@ def test_insights_assets_on_a_day_no_stage_has_reached(tmp_path, lakehouse):
     assert result.success
     page = (tmp_path / "dash" / "latest.html").read_text()
     assert 'id="no-calls"' in page
+
+
+def test_latest_dashboard_is_the_newest_range_not_the_last_written(tmp_path, lakehouse):
+    import dagster as dg
+
+    from callintel_dagster.assets.insights import fused_insights, insights_dashboard
+    from callintel_dagster.engines.dashboard import newest_dashboard
+    from callintel_dagster.resources.reports import ReportSettings
+
+    assert newest_dashboard(["callintel_2026-11-14_2026-11-21.html", "callintel_2026-11-19_2026-11-25.html",
+                             "callintel_2026-11-10_2026-11-25.html", "latest.html"]) == "callintel_2026-11-10_2026-11-25.html"
+    assert newest_dashboard(["latest.html"]) is None
+    resources = {"lakehouse": lakehouse, "reports": ReportSettings(root=str(tmp_path / "dash"))}
+    for key in ("2026-11-25", "2026-11-21"):  # the newest day, then a backfill of an older one
+        assert dg.materialize([fused_insights, insights_dashboard], partition_key=key, resources=resources).success
+    page = (tmp_path / "dash" / "latest.html").read_text()
+    assert "2026-11-19 to 2026-11-25" in page and "to 2026-11-21" not in page

@@ -9,12 +9,8 @@ import pytest
 
 from callintel_dagster.assets.ingest import raw_call_audio
 from callintel_dagster.assets.segments import valid_segments
-from callintel_dagster.definitions import ASSETS
 from callintel_dagster.engines.ingest import call_id_for
-from callintel_dagster.resources.categories import CategorySettings
-from callintel_dagster.resources.llm import RulesAssessor
 from callintel_dagster.resources.models import ModelSettings
-from callintel_dagster.resources.reports import ReportSettings
 from callintel_dagster.tables import (
     RAW_CALL_AUDIO,
     STAGE_TABLES,
@@ -23,7 +19,12 @@ from callintel_dagster.tables import (
     VALID_SEGMENTS,
 )
 from callintel_dagster.tools.demo_data import write_sample_call
-from callintel_dagster_tests.conftest import DAY_ONE, InlineCompute
+from callintel_dagster_tests.conftest import (
+    DAY_ONE,
+    PIPELINE_ASSETS,
+    InlineCompute,
+    pipeline_resources,
+)
 
 INGEST = [raw_call_audio, valid_segments]
 
@@ -69,15 +70,8 @@ def test_a_listing_that_lost_most_of_the_day_is_refused_unless_the_run_is_a_purg
 @pytest.mark.slow
 def test_an_empty_day_is_green_end_to_end_with_empty_schema_correct_tables(resources, blob_root, tiny_wav2vec2_dir, tmp_path):
     (blob_root / DAY_ONE).mkdir()  # a holiday: the folder exists, no call came in
-    resources |= {
-        "compute": InlineCompute(),
-        "models": ModelSettings(tone_backend="wav2vec2", tone_model_path=tiny_wav2vec2_dir, models_root=str(tmp_path)),
-        "compliance_assessor": RulesAssessor(),
-        "reports": ReportSettings(root=str(tmp_path / "dashboards")),
-        "categories": CategorySettings(),
-    }
-    assets = [a for a in ASSETS if "tone_model" not in {k.to_user_string() for k in a.keys}]
-    result = dg.materialize(assets, partition_key=DAY_ONE, resources=resources)
+    resources = pipeline_resources(resources, tmp_path, tiny_wav2vec2_dir, InlineCompute())
+    result = dg.materialize(PIPELINE_ASSETS, partition_key=DAY_ONE, resources=resources)
     assert result.success
     assert all(check.passed for check in result.get_asset_check_evaluations())
     lakehouse = resources["lakehouse"]

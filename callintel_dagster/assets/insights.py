@@ -12,7 +12,12 @@ from callintel_dagster.assets.io import (
     table_asset_kwargs,
     write_table,
 )
-from callintel_dagster.engines.dashboard import dashboard_markdown, render_dashboard
+from callintel_dagster.engines.dashboard import (
+    dashboard_markdown,
+    dashboard_name,
+    newest_dashboard,
+    render_dashboard,
+)
 from callintel_dagster.engines.fusion import fuse_calls
 from callintel_dagster.partitions import call_date_partitions
 from callintel_dagster.resources.lakehouse import Lakehouse
@@ -67,16 +72,18 @@ def insights_dashboard(context: dg.AssetExecutionContext, lakehouse: Lakehouse, 
     """Self-contained HTML dashboard (plotly inlined, no server) for the run's date range plus the
     6 days before it: tone trend by day, anger spikes vs billing / care-delay topics, agent heatmap,
     compliance flags with evidence, and the calls to review first. A backfill over a range runs once
-    and renders that whole range."""
+    and renders that whole range. `latest.html` is the range reaching the newest date, not the last
+    one written, so a backfill of older dates does not hide the newest days."""
     run_dates = partition_dates(context)
     first, last = run_dates[0], run_dates[-1]
     start = first - dt.timedelta(days=DASHBOARD_LOOKBACK_DAYS)
     dates = [start + dt.timedelta(days=n) for n in range((last - start).days + 1)]
     read = TableReader(context, lakehouse)
     fused, tone, flags = (read(table, dates) for table in DASHBOARD_INPUTS)
-    path = reports.path_for(f"callintel_{start}_{last}.html")
+    path = reports.path_for(dashboard_name(start, last))
     summary = render_dashboard(fused, tone, flags, path, title=f"CallIntel — calls {start} to {last}")
-    shutil.copyfile(path, reports.path_for("latest.html"))
+    newest = newest_dashboard([p.name for p in path.parent.glob("callintel_*.html")])
+    shutil.copyfile(path.parent / newest, reports.path_for("latest.html"))
     context.log.info(f"dashboard for {summary['n_calls']} calls written to {path}")
     return dg.MaterializeResult(
         metadata={

@@ -12,8 +12,10 @@ each flag's evidence section, ``call-<call_id>`` for each review row.
 
 from __future__ import annotations
 
+import datetime as dt
 import html
 import json
+import re
 from pathlib import Path
 
 import pandas as pd
@@ -37,6 +39,7 @@ MONITORED_FLAGS = (*HIPAA_FIELDS, "escalation_requested", "billing_detected")
 TOPIC_NAMES = {"billing": "billing", "care_delay": "care delay", "other": "other topic", None: "no transcript"}
 SENTIMENT_SCORE = {"negative": -1.0, "neutral": 0.0, "positive": 1.0}
 TOP_CALLS = 5
+DASHBOARD_NAME = re.compile(r"callintel_(\d{4}-\d{2}-\d{2})_(\d{4}-\d{2}-\d{2})\.html")
 CHART_HEIGHT = 420
 
 _CSS = """
@@ -269,3 +272,18 @@ def dashboard_markdown(summary: dict) -> str:
         "", f"Dashboard ({summary['n_evidence_rows']} evidence rows): `{summary['path']}`",
     ]
     return "\n".join(lines)
+
+
+def dashboard_name(start: dt.date, end: dt.date) -> str:
+    return f"callintel_{start}_{end}.html"
+
+
+def newest_dashboard(names: list[str]) -> str | None:
+    """The dashboard that `latest.html` should be: the one reaching the latest date (the longest
+    range on a tie), whatever order they were written in. A backfill of older dates renders after
+    the newest range but must not replace it."""
+    ranges = [(m.group(2), m.group(1), name) for name in names if (m := DASHBOARD_NAME.fullmatch(name))]
+    if not ranges:
+        return None
+    end, start, name = max(ranges, key=lambda r: (r[0], -dt.date.fromisoformat(r[1]).toordinal()))
+    return name

@@ -57,6 +57,8 @@ import re
 import numpy as np
 import pandas as pd
 
+from callintel_dagster.schemas import FusedInsights
+
 from .compliance import FLAG_FIELDS, HIPAA_FIELDS
 
 ANGRY_VOICE = 0.6
@@ -85,34 +87,11 @@ CARE_DELAY_RE = re.compile(
 )
 
 # Output columns and their pandas dtypes (a Pandera model can mirror this; call_date is a date object).
+# The frame `fuse_calls` returns: the `fused_insights` contract's columns, in its order, without the
+# `run_id` audit column (added at write time), as pandas dtypes.
+_PANDAS_DTYPES = {"str": "object", "date": "object", "float64": "float64", "int64": "int64", "Int64": "Int64", "boolean": "boolean"}
 OUTPUT_DTYPES: dict[str, str] = {
-    "call_id": "object",
-    "call_date": "object",
-    "agent_id": "object",
-    "duration_s": "float64",
-    "speech_ratio": "float64",
-    "non_talk_s": "float64",
-    "longest_silence_s": "float64",
-    "talk_time_agent_s": "float64",
-    "talk_time_customer_s": "float64",
-    "overlap_s": "float64",
-    "interruptions": "Int64",
-    "max_anger": "float64",
-    "negative_share": "float64",
-    "tone_trend": "float64",
-    "dominant_label": "object",
-    "overall_sentiment": "object",
-    **{name: "boolean" for name in FLAG_FIELDS},
-    "hipaa_flag_count": "Int64",
-    "billing_topics": "object",
-    "compliance_status": "object",
-    "text_voice_mismatch": "object",
-    "anger_peak_s": "float64",
-    "anger_peak_turn_index": "Int64",
-    "anger_at_billing": "boolean",
-    "anger_peak_topic": "object",
-    "qa_priority": "int64",
-    "qa_reasons": "object",
+    name: _PANDAS_DTYPES[str(column.dtype)] for name, column in FusedInsights.to_schema().columns.items() if name != "run_id"
 }
 
 _ACTIVITY_COLS = ["call_id", "duration_s", "speech_ratio", "non_talk_s", "longest_silence_s"]

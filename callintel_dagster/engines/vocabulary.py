@@ -10,3 +10,13 @@ SENTIMENT_LABELS: tuple[str, ...] = ("negative", "neutral", "positive")
 TONE_LABELS: tuple[str, ...] = ("angry", "anxious", "sad", "neutral_positive")
 NEGATIVE_TONES: frozenset[str] = frozenset({"angry", "anxious", "sad"})
 PROB_COLUMNS: tuple[str, ...] = tuple(f"p_{label}" for label in TONE_LABELS)
+# High-priority findings that are alerted on (engines/alerts.py), and what became of each delivery.
+ALERT_KINDS: tuple[str, ...] = (
+    "phi_before_verification", "missing_recording_disclosure", "escalation_unresolved", "anger_at_billing", "qa_priority",
+)
+ALERT_STATUSES: tuple[str, ...] = ("sent", "failed", "skipped")
+# Compliance flags a reviewer counts and drills into (the BI gold layer's `fact_flag`).
+BI_FLAGS: tuple[str, ...] = (
+    "phi_before_verification", "phi_requested_unnecessarily", "missing_recording_disclosure", "escalation_requested",
+    "billing_detected",
+)

@@ -321,11 +321,17 @@ class SparkDeltaLakehouse(Lakehouse):
 
     catalog: str = Field(default="main", description="Unity Catalog catalog.")
     schema_name: str = Field(default="callintel", description="Schema (database) that holds one table per asset.")
+    remote: str | None = Field(
+        default=None,
+        description="Spark Connect URL (`sc://host:port`, e.g. Databricks Connect or Sail). Unset: the process's "
+        "own Spark session (code running on a cluster).",
+    )
 
     def _spark(self):
         from pyspark.sql import SparkSession
 
-        return SparkSession.builder.getOrCreate()
+        builder = SparkSession.builder.remote(self.remote) if self.remote else SparkSession.builder
+        return builder.getOrCreate()
 
     def table_uri(self, table: str) -> str:
         return f"`{self.catalog}`.`{self.schema_name}`.`{table}`"
@@ -355,11 +361,11 @@ class SparkDeltaLakehouse(Lakehouse):
             row = spark.sql(merge_sql(name, view, keys, call_date, scope, call_ids, keep_call_ids)).first()
         finally:
             spark.catalog.dropTempView(view)
-        return {
-            "num_target_rows_inserted": int(row["num_inserted_rows"]),
-            "num_target_rows_updated": int(row["num_updated_rows"]),
-            "num_target_rows_deleted": int(row["num_deleted_rows"]),
-        }
+        # Databricks reports inserted/updated/deleted rows; engines that report only a total (Sail) give that.
+        reported = row.asDict() if row is not None else {}
+        metrics = {f"num_target_rows_{what}": int(reported[f"num_{what}_rows"])
+                   for what in ("inserted", "updated", "deleted") if f"num_{what}_rows" in reported}
+        return metrics or {"num_target_rows_affected": int(next(iter(reported.values()), 0))}
 
     def _read(self, table, call_dates):
         spark = self._spark()
@@ -375,7 +381,7 @@ class SparkDeltaLakehouse(Lakehouse):
         if not self._exists(spark, table):
             return 0
         row = spark.sql(f"DELETE FROM {self.table_uri(table)} WHERE call_id = {sql_literal(call_id)}").first()
-        return int(row["num_affected_rows"]) if row is not None and "num_affected_rows" in row else 0
+        return int(next(iter(row.asDict().values()), 0)) if row is not None else 0
 
     def purge_history(self, table: str) -> int:
         """`VACUUM … RETAIN 0 HOURS` (Delta's retention check must be off for the session). Returns the

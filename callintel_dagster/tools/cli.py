@@ -52,15 +52,20 @@ def run_demo(data_dir: Path) -> int:
 
     from callintel_dagster.definitions import build_definitions
 
-    job = build_definitions().resolve_job_def("call_pipeline_job")
-    with dg.DagsterInstance.get() as instance:
-        for call_date in DEMO_DATES:
-            print(f"== materializing every asset for call_date={call_date}", flush=True)
-            result = job.execute_in_process(partition_key=call_date, instance=instance, raise_on_error=False)
-            if not result.success:
-                print(f"run for {call_date} failed; see `make dev` → Runs", file=sys.stderr)
-                return 1
+    from callintel_dagster.tools.alert_catcher import AlertCatcher
+
+    with AlertCatcher(data_dir / "alerts") as catcher:
+        os.environ.update(catcher.env())
+        job = build_definitions().resolve_job_def("call_pipeline_job")
+        with dg.DagsterInstance.get() as instance:
+            for call_date in DEMO_DATES:
+                print(f"== materializing every asset for call_date={call_date}", flush=True)
+                result = job.execute_in_process(partition_key=call_date, instance=instance, raise_on_error=False)
+                if not result.success:
+                    print(f"run for {call_date} failed; see `make dev` → Runs", file=sys.stderr)
+                    return 1
     print_summary(lakehouse_root, blob_root, home, data_dir / "dashboards" / "latest.html")
+    print_alerts(lakehouse_root, catcher.folder)
     return 0
 
 
@@ -84,12 +89,24 @@ def print_summary(lakehouse_root: Path, blob_root: Path, home: Path, dashboard: 
             print(f"  {row.call_date}  {row.stage:<16} {row.reason}")
 
 
+def print_alerts(lakehouse_root: Path, folder: Path) -> None:
+    from callintel_dagster.resources.lakehouse import DeltaLakehouse
+
+    alerts = DeltaLakehouse(root=str(lakehouse_root)).read("alerts_sent")
+    print(f"\nalerts     : {folder}  (the demo's local catcher: webhook/*.json = Teams/Slack payloads, "
+          "email/*.eml = e-mails)")
+    print("             every delivery, with its outcome, is in the `alerts_sent` table; a re-run sends nothing twice")
+    for (channel, status), count in alerts.groupby(["channel", "status"]).size().items():
+        print(f"  {channel:<8} {status:<8} {count:>4}")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="callintel", description=__doc__)
     parser.add_argument("--data-dir", type=Path, default=Path("data"), help="where blobs, tables and DAGSTER_HOME live")
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("demo", help="prepare demo recordings, materialize every asset, print a summary")
     sub.add_parser("prepare-home", help="create DAGSTER_HOME under the data dir with the project's dagster.yaml")
+    sub.add_parser("powerbi", help="render powerbi/ (Power BI project, Databricks SQL views) from star_schema.py")
     bench = sub.add_parser("bench", help="measure quality and throughput in one run; writes bench/results.{json,md}")
     bench.add_argument("--minutes", type=float, default=None, help="demo audio to process for throughput (default 8)")
     bench.add_argument("--quick", action="store_true", help="tiny setting (about 1 min of audio, 1 warm run) for tests")
@@ -98,6 +115,12 @@ def main(argv: list[str] | None = None) -> int:
     data_dir = args.data_dir.resolve()
     if args.command == "demo":
         return run_demo(data_dir)
+    if args.command == "powerbi":
+        from callintel_dagster.tools.powerbi import write_project
+
+        for path in write_project(Path("powerbi")):
+            print(path)
+        return 0
     if args.command == "bench":
         from callintel_dagster.tools.bench import main as run_bench
 
