@@ -1,8 +1,9 @@
 """The Python task of a Databricks model-stage run (see `resources/databricks.py`).
 
-Deliberately thin: open Dagster Pipes, run the per-call engine task the orchestrator sent over the
-day's calls as Spark tasks on the cluster's session (the same `mapInPandas` code as the local
-compute), write one result row per call to the staging path, report materialization metadata.
+Deliberately thin: open Dagster Pipes, rebuild the per-call engine task from the JSON spec the
+orchestrator sent (never un-pickled; secrets such as HF_TOKEN come from the cluster's environment,
+set from its secret scope), run it over the day's calls as Spark tasks on the cluster's session
+(the same `mapInPandas` code as the local compute), write one result row per call to the staging path, report materialization metadata.
 Everything it imports ships in the project wheel plus `dagster-pipes`; it needs no Dagster.
 
 `--pipes-io` picks where Pipes context and messages live: `volumes` (a Unity Catalog volume,
@@ -13,8 +14,6 @@ files, for running the script under `PipesSubprocessClient` on any Spark).
 from __future__ import annotations
 
 import argparse
-import base64
-import pickle
 from pathlib import Path
 
 import pandas as pd
@@ -30,6 +29,7 @@ from dagster_pipes import (
 )
 from pyspark.sql import SparkSession
 
+from callintel_dagster.engines.task_spec import task_from_spec
 from callintel_dagster.resources.compute import LocalSparkCompute
 
 _PIPES_IO = {
@@ -56,7 +56,7 @@ def local_path(uri: str) -> Path:
 def run_stage(pipes: PipesContext, spark) -> None:
     extras = pipes.extras
     calls = pd.DataFrame(extras["calls"])
-    task = pickle.loads(base64.b64decode(extras["task"]))
+    task = task_from_spec(extras["task"])
     pipes.log.info(f"{extras['description']}: {len(calls)} calls on Spark {spark.version}")
     results = ClusterSparkCompute(calls_per_task=int(extras["calls_per_task"])).map_calls(
         calls, task, extras["description"]

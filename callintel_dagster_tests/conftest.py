@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import datetime as dt
+import uuid
 from pathlib import Path
 
+import dagster as dg
 import pandas as pd
 import pyarrow
 import pytest
+from dagster._core.remote_origin import RegisteredCodeLocationOrigin, RemoteJobOrigin, RemoteRepositoryOrigin
 from pydantic import Field
 
 from callintel_dagster.definitions import ASSETS
@@ -53,6 +56,16 @@ SEED_CALLS = {
         ("agent", "Your invoice includes the deductible; I can set up a payment plan."),
     ],
 }
+
+
+def pipeline_run(status: dg.DagsterRunStatus, tags: dict[str, str] | None = None) -> dg.DagsterRun:
+    """A `call_pipeline_job` run record to add to an instance; queued runs must name their code
+    location, as the webserver and the sensor daemon record it."""
+    origin = RemoteJobOrigin(
+        RemoteRepositoryOrigin(RegisteredCodeLocationOrigin("callintel_dagster"), "__repository__"), "call_pipeline_job"
+    )
+    return dg.DagsterRun(job_name="call_pipeline_job", run_id=str(uuid.uuid4()), status=status, tags=tags or {},
+                         remote_job_origin=origin)
 
 
 def write_seed_transcripts(lakehouse, call_date: dt.date) -> None:

@@ -24,7 +24,7 @@ from callintel_dagster.engines.compliance import parse_transcript_block
 from callintel_dagster.engines.rules import assess_call_with_rules
 
 FaultKind = Literal["valid", "answer", "malformed_json", "missing_fields", "wrong_types",
-                    "http_429", "http_500", "slow"]
+                    "http_429", "http_500", "slow", "context_length", "content_filter", "content_filter_error"]
 CREATED = 1_700_000_000  # fixed, so responses are byte-identical across runs
 
 
@@ -32,7 +32,10 @@ CREATED = 1_700_000_000  # fixed, so responses are byte-identical across runs
 class Fault:
     """One scripted response. ``answer`` sends ``payload`` (a dict is JSON-encoded, a callable gets
     the default answer dict and returns the one to send); ``slow`` sleeps ``delay_s`` first and then
-    sends the default answer."""
+    sends the default answer. ``context_length`` is OpenAI's HTTP 400 ``context_length_exceeded``
+    and, like vLLM's, quotes the start of the prompt back; ``content_filter`` is a 200 whose choice
+    ends with ``finish_reason: content_filter`` (OpenAI), ``content_filter_error`` Azure OpenAI's 400
+    with error code ``content_filter``."""
 
     kind: FaultKind
     payload: dict | str | Callable[[dict], dict] | None = None
@@ -96,11 +99,20 @@ class FakeOpenAIServer:
             return 500, _error("internal error", "server_error"), {}
         if fault.kind == "slow" and self._stopping.wait(fault.delay_s):
             return 503, _error("shutting down", "server_error"), {}
-        content = self._content(fault, body)
+        if fault.kind == "context_length":
+            prompt = next(m["content"] for m in body["messages"] if m["role"] == "user")
+            return 400, _error(
+                "This model's maximum context length is 8192 tokens. However, your messages resulted in "
+                f"9120 tokens. Prompt starts: {prompt}", "context_length_exceeded"), {}
+        if fault.kind == "content_filter_error":
+            return 400, _error("The response was filtered due to the prompt triggering content management policy.",
+                               "content_filter"), {}
+        content = "" if fault.kind == "content_filter" else self._content(fault, body)
+        finish_reason = "content_filter" if fault.kind == "content_filter" else "stop"
         return 200, {
             "id": f"chatcmpl-{len(body_text)}", "object": "chat.completion", "created": CREATED,
             "model": body.get("model", self.model),
-            "choices": [{"index": 0, "finish_reason": "stop", "logprobs": None,
+            "choices": [{"index": 0, "finish_reason": finish_reason, "logprobs": None,
                          "message": {"role": "assistant", "content": content}}],
             "usage": {"prompt_tokens": len(body_text) // 4, "completion_tokens": len(content) // 4,
                       "total_tokens": (len(body_text) + len(content)) // 4},

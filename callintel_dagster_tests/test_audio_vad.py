@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import subprocess
+import tracemalloc
 from pathlib import Path
 
 import numpy as np
@@ -13,7 +14,9 @@ from callintel_dagster.engines.audio import (
     SAMPLE_RATE,
     AudioDecodeError,
     decode_audio,
+    decode_call_audio,
     probe_audio,
+    sha256_of,
 )
 from callintel_dagster.engines.ingest import (
     agent_id_for,
@@ -128,3 +131,68 @@ def test_call_id_is_stable_and_agent_comes_from_the_name():
     assert call_id_for("2026-11-24/a__b.wav") != call_id_for("2026-11-25/a__b.wav")
     assert agent_id_for("2026-11-24/agent-7__call.wav") == "agent-7"
     assert agent_id_for("2026-11-24/call.wav") is None
+
+
+# --- decode memory, limits and sample hygiene (issue 17, item 8) ---------------------------------
+
+
+def _write_tone(path: Path, seconds: float, rate: int = SAMPLE_RATE) -> Path:
+    """A 16-bit PCM WAV of a quiet 440 Hz tone, written a minute at a time."""
+    with soundfile.SoundFile(path, "w", samplerate=rate, channels=1, subtype="PCM_16") as out:
+        minute = (0.1 * np.sin(2 * np.pi * 440 * np.arange(60 * rate) / rate)).astype(np.float32)
+        for start in range(0, int(seconds * rate), 60 * rate):
+            out.write(minute[: int(seconds * rate) - start])
+    return path
+
+
+def test_decode_peak_memory_is_about_the_decoded_size(tmp_path):
+    """Ten minutes decode into one preallocated buffer: the traced peak stays near the result's own
+    size (frames collected in a list and then concatenated peak at twice that)."""
+    path = _write_tone(tmp_path / "long.wav", 600)
+    tracemalloc.start()
+    try:
+        audio = decode_audio(path)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert audio.dtype == np.float32 and audio.size == 600 * SAMPLE_RATE
+    assert audio.nbytes <= peak < 1.15 * audio.nbytes, f"peak {peak / 1e6:.0f} MB for {audio.nbytes / 1e6:.0f} MB of audio"
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf])
+def test_non_finite_samples_are_rejected_naming_the_file(tmp_path, bad):
+    samples = np.full(SAMPLE_RATE, 0.1, dtype=np.float32)
+    samples[SAMPLE_RATE // 2] = bad
+    path = tmp_path / "float-with-nan.wav"
+    soundfile.write(path, samples, SAMPLE_RATE, subtype="FLOAT")
+    with pytest.raises(AudioDecodeError, match=r"float-with-nan\.wav: non-finite samples \(NaN or Inf\) at 0\.\d+ s"):
+        decode_audio(path)
+
+
+def test_size_limit_is_checked_before_decoding(tmp_path):
+    path = _write_tone(tmp_path / "big.wav", 2)
+    with pytest.raises(AudioDecodeError, match=r"big\.wav: \d+ bytes exceeds the 1000-byte limit"):
+        decode_audio(path, max_bytes=1000)
+
+
+def _call_row(path: Path, duration_s: float) -> dict[str, str]:
+    """A model-stage call row as Spark hands it to a task: every value a string."""
+    return {
+        "audio_path": str(path), "size_bytes": str(path.stat().st_size),
+        "checksum_sha256": sha256_of(path), "duration_s": str(duration_s),
+    }
+
+
+def test_model_stage_decode_keeps_the_duration_limit_and_checks_the_file(tmp_path):
+    path = _write_tone(tmp_path / "call.wav", 10)
+    assert decode_call_audio(_call_row(path, 10.0)).size == 10 * SAMPLE_RATE
+
+    # The VAD stage measured 4 s (under max_duration_s): a model stage never decodes more than that.
+    with pytest.raises(AudioDecodeError, match=r"call\.wav: longer than the configured maximum of 5 s"):
+        decode_call_audio(_call_row(path, 4.0))
+
+    # Replaced after ingest (same key, other content): refused instead of scored as the old call.
+    row = _call_row(path, 10.0)
+    _write_tone(path, 12)
+    with pytest.raises(AudioDecodeError, match=r"call\.wav: changed since ingest"):
+        decode_call_audio(row)

@@ -10,11 +10,15 @@ import json
 import threading
 import time
 
+import dagster as dg
 import pandas as pd
 import pytest
 
+from callintel_dagster.assets.compliance import compliance_flags
 from callintel_dagster.engines.compliance import (
     ASSESSMENT_JSON_SCHEMA,
+    CHARS_PER_TOKEN,
+    OMITTED_KEY,
     PROMPT_VERSION,
     SYSTEM_PROMPT,
     TRANSCRIPT_CLOSE,
@@ -25,13 +29,15 @@ from callintel_dagster.engines.compliance import (
     assess_calls_with_llm,
     assessment_to_row,
     compare_assessments,
+    fit_to_budget,
     merge_with_rules,
     normalize_turns,
     parse_assessment,
+    parse_transcript_block,
     redact_transcript,
     validate_against_transcript,
 )
-from callintel_dagster.engines.llm_client import LLMClient, run_bounded
+from callintel_dagster.engines.llm_client import ERROR_CHARS, LLMClient, run_bounded
 from callintel_dagster.engines.redaction import (
     phi_word_indices,
     redact_slice,
@@ -39,6 +45,8 @@ from callintel_dagster.engines.redaction import (
     redact_turns,
 )
 from callintel_dagster.engines.rules import assess_call_with_rules
+from callintel_dagster.resources.llm import OpenAICompatibleAssessor
+from callintel_dagster_tests.conftest import DAY_TWO, as_date, write_seed_transcripts
 from callintel_dagster_tests.fake_openai_server import FakeOpenAIServer, Fault
 
 
@@ -48,7 +56,7 @@ def _turns(*lines: tuple[str, str]) -> list[dict]:
             for i, (role, text) in enumerate(lines)]
 
 
-COMPLIANT_CALL = _turns(
+COMPLIANT_CALL_LINES = (
     ("agent", "Thank you for calling Acme Health, this call may be recorded for quality purposes. "
               "This is Sarah, how can I help?"),
     ("customer", "Hi, my name is John Smith. I got a bill for a copay I already paid."),
@@ -60,6 +68,7 @@ COMPLIANT_CALL = _turns(
     ("agent", "Is there anything else I can help with?"),
     ("customer", "No, thanks, have a nice day."),
 )
+COMPLIANT_CALL = _turns(*COMPLIANT_CALL_LINES)
 
 RISKY_CALL = _turns(
     ("agent", "Hello, billing department, this is Mike."),
@@ -441,3 +450,86 @@ def test_rules_row_has_flat_columns():
     assert row["source"] == "rules" and row["model_id"] == "rules-engine" and row["status"] == "ok"
     assert json.loads(row["billing_topics"]) == ["bill", "charge"]
     assert json.loads(row["evidence_json"])["phi_requested_unnecessarily"][0]["turn_index"] == 4
+
+
+# --- per-call refusals, answer and prompt limits (issue 17, item 9) --------------------------------
+
+def _assessor(server: FakeOpenAIServer, **overrides) -> OpenAICompatibleAssessor:
+    settings = {"timeout_s": 2.0, "max_retries": 1, "backoff_s": 0.01, "max_attempts": 2, "max_tokens": 700} | overrides
+    return OpenAICompatibleAssessor(base_url=server.base_url, api_key="sk-test", model="fake-llama", **settings)
+
+
+def test_context_overflow_and_content_filter_are_per_call_malformed_not_an_outage(resources, fake_openai_server):
+    """One call overflows the context (HTTP 400), one is filtered (finish_reason content_filter): the
+    step succeeds, those two are quarantined as malformed with flags pending, the third is ok, and
+    neither refused call is re-asked."""
+    lakehouse = resources["lakehouse"]
+    write_seed_transcripts(lakehouse, as_date(DAY_TWO))
+    fake_openai_server.enqueue("context_length", key="move my appointment to Friday")
+    fake_openai_server.enqueue("content_filter", key="charge on my bill")
+    resources |= {"compliance_assessor": _assessor(fake_openai_server)}
+
+    result = dg.materialize([compliance_flags], partition_key=DAY_TWO, resources=resources)
+
+    assert result.success
+    flags = lakehouse.read("compliance_flags").set_index("call_id")["status"].to_dict()
+    assert flags == {"call-ok-000000001": "pending", "call-bad-00000002": "pending", "call-inj-00000003": "ok"}
+    malformed = lakehouse.read("malformed_llm_outputs").set_index("call_id")
+    assert set(malformed.index) == {"call-ok-000000001", "call-bad-00000002"}
+    assert set(malformed["outcome"]) == {"malformed"} and set(malformed["attempts"]) == {1}
+    assert "context_length_exceeded" in malformed.loc["call-ok-000000001", "error"]
+    assert "content_filter" in malformed.loc["call-bad-00000002", "error"]
+    assert len(fake_openai_server.requests) == 3
+    assert {request["body"]["max_tokens"] for request in fake_openai_server.requests} == {700}
+
+
+def test_azure_content_filter_error_is_per_call(fake_openai_server):
+    fake_openai_server.enqueue("content_filter_error")
+    outcome = assess_call_with_llm(COMPLIANT_CALL, _client(fake_openai_server))
+    assert outcome.status == "malformed" and "HTTP 400 content_filter" in outcome.error
+    assert len(fake_openai_server.requests) == 1
+
+
+def test_an_unreachable_endpoint_is_still_unavailable():
+    with FakeOpenAIServer() as server:
+        base_url = server.base_url
+    outcome = assess_call_with_llm(COMPLIANT_CALL, LLMClient(base_url, "k", "m", timeout_s=1.0, max_retries=1, backoff_s=0.01))
+    assert outcome.status == "unavailable" and "giving up after 2 HTTP attempt(s)" in outcome.error
+
+
+def test_an_echoed_prompt_in_an_error_is_cut_and_redacted(fake_openai_server):
+    """Even with redaction before sending switched off, the error text (event log, quarantine table)
+    holds no PHI and no more than ERROR_CHARS of what the server said."""
+    phi_first = _turns(("customer", "My social security number is 123-45-6789, date of birth 04/02/1975."),
+                       *COMPLIANT_CALL_LINES)
+    fake_openai_server.enqueue("context_length")
+    outcome = assess_call_with_llm(phi_first, _client(fake_openai_server), redact=False)
+    assert outcome.status == "malformed"
+    assert "123-45-6789" in json.dumps(fake_openai_server.requests[0]["body"])  # it was sent raw, as configured
+    assert len(outcome.error) < ERROR_CHARS + 40 and "[SSN]" in outcome.error
+    assert "123-45-6789" not in outcome.error and "04/02/1975" not in outcome.error
+
+
+def test_a_long_transcript_keeps_its_opening_and_ending_within_the_budget(fake_openai_server):
+    filler = [("customer" if i % 2 else "agent", f"Line {i}: still looking into the claim for you.") for i in range(400)]
+    turns = _turns(*COMPLIANT_CALL_LINES[:2], *filler, *COMPLIANT_CALL_LINES[-2:])
+    outcome = assess_call_with_llm(turns, _client(fake_openai_server), max_transcript_tokens=1000)
+    assert outcome.status == "ok"
+
+    user = fake_openai_server.requests[0]["body"]["messages"][1]["content"]
+    lines = user.splitlines()
+    body = lines[lines.index(TRANSCRIPT_OPEN) + 1: lines.index(TRANSCRIPT_CLOSE)]
+    (marker,) = [json.loads(line) for line in body if OMITTED_KEY in line]
+    sent = parse_transcript_block(user)
+    assert [t.turn_index for t in sent[:2]] == [0, 1] and sent[-1].turn_index == len(turns) - 1
+    assert sum(len(line) for line in body) / CHARS_PER_TOKEN <= 1000 + 20  # + the marker line
+    first, last = marker[OMITTED_KEY]
+    kept = {t.turn_index for t in sent}
+    assert kept.isdisjoint(range(first, last + 1)) and kept | set(range(first, last + 1)) == set(range(len(turns)))
+    assert OMITTED_KEY in fake_openai_server.requests[0]["body"]["messages"][0]["content"]
+
+
+def test_fit_to_budget_sends_everything_that_fits():
+    turns = normalize_turns(COMPLIANT_CALL)
+    assert fit_to_budget(turns, None) == (turns, None)
+    assert fit_to_budget(turns, 10_000) == (turns, None)

@@ -1,6 +1,9 @@
 """The Databricks path: job spec as data, the Pipes client against a fake workspace over real HTTP,
 the remote entrypoint under a real Pipes session on local Spark, and the MERGE INTO SQL."""
 
+import base64
+import binascii
+import dataclasses
 import datetime as dt
 import io
 import json
@@ -10,11 +13,19 @@ import sys
 from pathlib import Path
 
 import dagster as dg
+import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pytest
+import soundfile
 from dagster._core.pipes import utils as pipes_utils
+from dagster_pipes import decode_param
 
+from callintel_dagster.engines import task_spec
+from callintel_dagster.engines.audio import sha256_of
+from callintel_dagster.engines.characteristics import CharacteristicsTask
+from callintel_dagster.engines.task_spec import TaskSpecError, task_from_spec, task_to_spec
+from callintel_dagster.engines.tone import ToneConfig, ToneTask
 from callintel_dagster.resources.compute import RESULT_COLUMNS, CallCompute
 from callintel_dagster.resources.databricks import (
     DatabricksPipesCompute,
@@ -24,6 +35,7 @@ from callintel_dagster.resources.databricks import (
     staging_kind,
 )
 from callintel_dagster.resources.lakehouse import SparkDeltaLakehouse, merge_sql
+from callintel_dagster.resources.models import ModelSettings
 from callintel_dagster_tests.fake_databricks_server import (
     FakeDatabricksServer,
     RemoteView,
@@ -44,15 +56,26 @@ def fast_pipes_reader(monkeypatch):
     monkeypatch.setattr(pipes_utils, "WAIT_FOR_LOGS_AFTER_EXECUTION_INTERVAL", 0)
 
 
-def call_id_length_task(call: dict) -> dict[str, list[dict]]:
-    """A picklable per-call task: one row per call."""
-    return {"lengths": [{"n": len(call["call_id"])}]}
-
-
 @dg.asset
 def gpu_stage(context: dg.AssetExecutionContext, compute: CallCompute) -> dg.MaterializeResult:
-    results = compute.map_calls(CALLS, call_id_length_task, "callintel test 2026-11-23")
+    results = compute.map_calls(CALLS, CharacteristicsTask(), "callintel test 2026-11-23")
     return dg.MaterializeResult(metadata={"ok_calls": int((results["status"] == "ok").sum())})
+
+
+def _audio_call(folder: Path, call_id: str) -> dict[str, str]:
+    """A two-second recording and its model-stage call row (values as strings, as Spark sends them)."""
+    path = folder / f"{call_id}.wav"
+    soundfile.write(path, 0.1 * np.sin(np.arange(2 * 16_000) / 5), 16_000, subtype="PCM_16")
+    turns = [
+        {"turn_index": 0, "speaker": "SPEAKER_00", "role": "agent", "start_s": 0.0, "end_s": 0.9,
+         "text": "thank you for calling", "confidence": 0.9, "n_words": 4, "phi_kinds": "[]"},
+        {"turn_index": 1, "speaker": "SPEAKER_01", "role": "customer", "start_s": 1.0, "end_s": 2.0,
+         "text": "I have a billing question", "confidence": 0.9, "n_words": 5, "phi_kinds": "[]"},
+    ]
+    return {
+        "call_id": call_id, "audio_path": str(path), "size_bytes": str(path.stat().st_size),
+        "checksum_sha256": sha256_of(path), "duration_s": "2.0", "turns_json": json.dumps(turns), "tone_json": "[]",
+    }
 
 
 def compute_for(host: str, staging_path: str = "/Volumes/main/callintel/staging", **overrides) -> DatabricksPipesCompute:
@@ -240,13 +263,14 @@ def test_entrypoint_runs_the_task_on_spark_and_reports_back(tmp_path: Path):
     """The real remote script under a real Pipes session (Pipes' local files instead of a
     volume), with a local Spark session standing in for the cluster's."""
     results_path = tmp_path / "results" / "run.parquet"
+    calls = pd.DataFrame([_audio_call(tmp_path, call_id) for call_id in ("c1", "c2")])
 
     @dg.asset
     def gpu_stage(context: dg.AssetExecutionContext, pipes: dg.PipesSubprocessClient):
         return pipes.run(
             context=context,
             command=[sys.executable, "-m", "callintel_dagster.databricks_entrypoint", "--pipes-io", "env"],
-            extras=pipes_extras(CALLS, call_id_length_task, "callintel test", str(results_path), calls_per_task=2),
+            extras=pipes_extras(calls, CharacteristicsTask(), "callintel test", str(results_path), calls_per_task=2),
             env={
                 "PYTHONPATH": os.pathsep.join([str(REPO_ROOT), os.environ.get("PYTHONPATH", "")]),
                 "PYSPARK_PYTHON": sys.executable,
@@ -264,7 +288,10 @@ def test_entrypoint_runs_the_task_on_spark_and_reports_back(tmp_path: Path):
     results = pd.read_parquet(results_path)
     assert list(results.columns) == RESULT_COLUMNS
     assert sorted(results["call_id"]) == ["c1", "c2"]
-    assert {json.loads(p)["lengths"][0]["n"] for p in results["payload"]} == {2}
+    assert list(results["status"]) == ["ok", "ok"], list(results["error"])
+    for payload in results["payload"]:
+        rows = json.loads(payload)["call_characteristics"]
+        assert [(r["role"], r["n_turns"]) for r in rows] == [("agent", 1), ("customer", 1)]
 
 
 def test_merge_sql_is_partition_scoped():
@@ -352,3 +379,126 @@ def test_delta_merge_replaces_only_the_partition(tmp_path: Path):
     assert metrics == {"num_target_rows_inserted": 1, "num_target_rows_updated": 1, "num_target_rows_deleted": 1}
     table = lakehouse.read("calls").sort_values("call_id")
     assert list(table["call_id"]) == ["b", "c", "x"]
+
+
+# --- what travels to the cluster (issue 17, item 5) ------------------------------------------------
+
+CANARY = "hf_CANARY0do0not0ship0a1b2c3d4e5f6"
+
+
+def _strings(value) -> list[str]:
+    if isinstance(value, str):
+        return [value]
+    if isinstance(value, dict):
+        return [text for item in value.values() for text in _strings(item)]
+    if isinstance(value, list):
+        return [text for item in value for text in _strings(item)]
+    return []
+
+
+def _decodings(text: str) -> list[bytes]:
+    """`text` itself and, when it is valid base64, what it decodes to (a pickle hid behind that)."""
+    out = [text.encode()]
+    try:
+        out.append(base64.b64decode(text, validate=True))
+    except (binascii.Error, ValueError):
+        pass
+    return out
+
+
+def test_the_staged_task_is_plain_json_without_the_token(monkeypatch):
+    """The Pipes context file the orchestrator uploads for the cluster: the task in it is a JSON spec
+    of allow-listed fields, rebuilt on the other side, and the HF token is neither in it (decoded
+    or not) nor in the task's repr; the cluster gets it from its secret scope as HF_TOKEN."""
+    monkeypatch.setenv("HF_TOKEN", CANARY)
+    task = ModelSettings(pyannote_pipeline="pyannote/speaker-diarization-3.1", device="cuda").transcript_task()
+    staged: dict[str, bytes] = {}
+
+    def cluster(view: RemoteView) -> None:
+        staged["context"] = view.fake.files[decode_param(view.env["DAGSTER_PIPES_CONTEXT"])["path"]]
+        simulated_cluster(view)
+
+    @dg.asset(name="gpu_stage")
+    def transcript_stage(context: dg.AssetExecutionContext, compute: CallCompute) -> dg.MaterializeResult:
+        results = compute.map_calls(CALLS, task, "callintel transcripts 2026-11-23")
+        return dg.MaterializeResult(metadata={"calls": len(results)})
+
+    with FakeDatabricksServer(TOKEN) as fake:
+        fake.scripts.append(RunScript(remote=cluster))
+        with dg.DagsterInstance.ephemeral() as instance:
+            result = dg.materialize([transcript_stage], resources={"compute": compute_for(fake.host)}, instance=instance)
+        assert result.success
+        request_bodies = json.dumps([r.body for r in fake.requests], default=str)
+
+    context = json.loads(staged["context"])
+    spec = context["extras"]["task"]
+    assert spec["kind"] == "transcripts" and spec["fields"]["diarization"]["device"] == "cuda"
+    assert task_from_spec(json.loads(json.dumps(spec))) == task
+    scanned = [staged["context"], request_bodies.encode(), repr(task).encode()]
+    scanned += [decoded for text in _strings(context) for decoded in _decodings(text)]
+    assert not [blob[:80] for blob in scanned if CANARY.encode() in blob]
+    env = fake.submitted[0]["tasks"][0]["new_cluster"]["spark_env_vars"]
+    assert env["HF_TOKEN"] == "{{secrets/callintel/hf-token}}"
+
+
+TONE_SPEC = task_to_spec(ToneTask(ToneConfig(model_path="/models/tone")))
+
+
+@pytest.mark.parametrize(
+    ("spec", "message"),
+    [
+        ({"kind": "pickle", "fields": {}}, "unknown task kind 'pickle'"),
+        ({"kind": "characteristics", "fields": {}, "code": "print(1)"}, "exactly the keys"),
+        ({"kind": "tone", "fields": {"window_s": 4.0}}, r"missing fields \['config'\]"),
+        (
+            {"kind": "tone", "fields": {"window_s": 4.0, "hf_token": CANARY, "config": {}}},
+            r"unknown fields \['hf_token'\]",
+        ),
+        (
+            {"kind": "tone", "fields": {**TONE_SPEC["fields"], "window_s": [1, 2]}},
+            r"tone\.window_s: list is not a JSON scalar",
+        ),
+    ],
+)
+def test_task_specs_outside_the_allow_list_are_refused(spec, message):
+    with pytest.raises(TaskSpecError, match=message):
+        task_from_spec(spec)
+
+
+def test_only_registered_tasks_travel():
+    with pytest.raises(TaskSpecError, match="not a registered task kind"):
+        task_to_spec(lambda call: {})
+    assert task_from_spec(task_to_spec(CharacteristicsTask())) == CharacteristicsTask()
+
+
+def test_the_pyannote_token_is_read_from_the_worker_environment(monkeypatch, tmp_path):
+    """The diarization config carries no token; loading the pipeline reads HF_TOKEN where it runs."""
+    from pyannote.audio import Pipeline
+
+    from callintel_dagster.engines.diarize import DiarizationConfig, _load_pyannote_pipeline
+
+    seen = []
+
+    def from_pretrained(ref, token=None):
+        seen.append(token)
+
+    monkeypatch.setattr(Pipeline, "from_pretrained", staticmethod(from_pretrained))
+    monkeypatch.setenv("HF_TOKEN", CANARY)
+    config = DiarizationConfig(pyannote_pipeline=str(tmp_path))
+    assert CANARY not in repr(config)
+    with pytest.raises(RuntimeError, match="could not load pipeline"):
+        _load_pyannote_pipeline(config)
+    assert seen == [CANARY]
+
+
+def test_a_task_with_a_credential_field_cannot_be_specced(monkeypatch):
+    @dataclasses.dataclass(frozen=True)
+    class LeakyTask:
+        model: str = "m"
+        hf_token: str | None = None
+
+    monkeypatch.setitem(task_spec.TASK_KINDS, "leaky", LeakyTask)
+    with pytest.raises(TaskSpecError, match=r"leaky: fields \['hf_token'\] look like credentials"):
+        task_to_spec(LeakyTask(hf_token=CANARY))
+    with pytest.raises(TaskSpecError, match="look like credentials"):
+        task_from_spec({"kind": "leaky", "fields": {"model": "m", "hf_token": CANARY}})

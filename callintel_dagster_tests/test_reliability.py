@@ -36,11 +36,25 @@ from callintel_dagster.assets.segments import valid_segments
 from callintel_dagster.engines.ingest import call_id_for
 from callintel_dagster.engines.reference import sample_call_path
 from callintel_dagster.resources.blob_store import LocalBlobStore
-from callintel_dagster.resources.lakehouse import DeltaLakehouse
+from callintel_dagster.resources.lakehouse import (
+    DEFAULT_LOG_RETENTION,
+    LOG_RETENTION_PROPERTY,
+    ZERO_LOG_RETENTION,
+    DeltaLakehouse,
+    SparkDeltaLakehouse,
+)
+from callintel_dagster.resources.locks import (
+    LakehouseLockTimeout,
+    lakehouse_lock,
+    lock_key,
+    lock_path,
+    shared_lakehouse_lock,
+)
 from callintel_dagster.resources.models import ModelSettings
+from callintel_dagster.resources.reports import ReportSettings
 from callintel_dagster.resources.settings import AudioSettings
 from callintel_dagster.tools.demo_data import write_sample_call
-from callintel_dagster_tests.conftest import DAY_ONE, DAY_TWO
+from callintel_dagster_tests.conftest import DAY_ONE, DAY_TWO, pipeline_run
 
 FOUNDATION = [raw_call_audio, valid_segments]
 REPO = Path(__file__).resolve().parents[1]
@@ -80,8 +94,13 @@ def _put_sample(blob_root: Path, key: str) -> Path:
     return write_sample_call(target.parent, target.name)
 
 
-def _forget_config(call_id: str, delete_recording: bool = True) -> dict:
-    return {"ops": {"forget_call_data": {"config": {"call_id": call_id, "delete_recording": delete_recording}}}}
+def _forget_config(call_id: str, delete_recording: bool = True, **config) -> dict:
+    return {"ops": {"forget_call_data": {"config": {"call_id": call_id, "delete_recording": delete_recording, **config}}}}
+
+
+def _forget_resources(resources: dict) -> dict:
+    dashboards = Path(resources["lakehouse"].root).parent / "dashboards"
+    return {**resources, "models": ModelSettings(), "reports": ReportSettings(root=str(dashboards))}
 
 
 # --- forget_call ---------------------------------------------------------------------------------
@@ -105,9 +124,7 @@ def test_forget_call_erases_rows_old_versions_and_blobs(blob_root, resources):
     before = {table: _stable(lakehouse, table) for table in tables}
     assert all(forget_id in set(before[t]["call_id"]) for t in ("raw_call_audio", "valid_segments", "speech_activity"))
 
-    result = forget_call.execute_in_process(
-        run_config=_forget_config(forget_id), resources={**resources, "models": ModelSettings()}
-    )
+    result = forget_call.execute_in_process(run_config=_forget_config(forget_id), resources=_forget_resources(resources))
     summary = result.output_for_node("forget_call_data")
     assert summary["rows_deleted"]["raw_call_audio"] == 1 and summary["rows_deleted"]["valid_segments"] > 1
     assert summary["blobs_deleted"] == 2
@@ -134,10 +151,16 @@ def test_forget_call_erases_rows_old_versions_and_blobs(blob_root, resources):
     assert not (blob_root / redacted_copy_key(forget_key, "redacted")).exists()
     assert (blob_root / keep_key).exists() and (blob_root / redacted_copy_key(keep_key, "redacted")).exists()
 
+    # Forgetting it again finds nothing: an unknown id fails unless told to finish an earlier erasure.
     again = forget_call.execute_in_process(
-        run_config=_forget_config(forget_id), resources={**resources, "models": ModelSettings()}
-    ).output_for_node("forget_call_data")
-    assert sum(again["rows_deleted"].values()) == 0 and again["blobs_deleted"] == 0
+        run_config=_forget_config(forget_id), resources=_forget_resources(resources), raise_on_error=False
+    )
+    assert not again.success and "unknown" in str(again.failure_data_for_node("forget_call_data").error)
+    finished = forget_call.execute_in_process(
+        run_config=_forget_config(forget_id, allow_unknown=True), resources=_forget_resources(resources)
+    )
+    summary = finished.output_for_node("forget_call_data")
+    assert sum(summary["rows_deleted"].values()) == 0 and summary["blobs_deleted"] == 0
     assert all(forget_id not in set(lakehouse.read(table)["call_id"]) for table in tables)
 
 
@@ -147,15 +170,16 @@ def test_forget_call_keeps_the_recording_on_request_and_refuses_unsafe_input(blo
     masked = _put_sample(blob_root, redacted_copy_key(key, "redacted"))
     _materialize(resources, assets=[raw_call_audio])
     lakehouse, call_id = resources["lakehouse"], call_id_for(key)
-    run_resources = {**resources, "models": ModelSettings()}
+    run_resources = _forget_resources(resources)
 
-    # A pipeline run still writing: zero-retention VACUUM would delete its uncommitted files.
-    instance = dg.DagsterInstance.ephemeral()
-    instance.add_run(dg.DagsterRun(job_name="call_pipeline_job", run_id=str(uuid.uuid4()), status=dg.DagsterRunStatus.STARTED))
-    blocked = forget_call.execute_in_process(
-        run_config=_forget_config(call_id), resources=run_resources, instance=instance, raise_on_error=False
-    )
-    assert not blocked.success and "in progress" in str(blocked.failure_data_for_node("forget_call_data").error)
+    # A pipeline run still writing, or queued to: zero-retention VACUUM would delete its uncommitted files.
+    for status in (dg.DagsterRunStatus.STARTED, dg.DagsterRunStatus.QUEUED, dg.DagsterRunStatus.NOT_STARTED):
+        instance = dg.DagsterInstance.ephemeral()
+        instance.add_run(pipeline_run(status))
+        blocked = forget_call.execute_in_process(
+            run_config=_forget_config(call_id), resources=run_resources, instance=instance, raise_on_error=False
+        )
+        assert not blocked.success and "queued or in progress" in str(blocked.failure_data_for_node("forget_call_data").error)
 
     # Anything but a call id never reaches the DELETE predicate.
     injected = forget_call.execute_in_process(
@@ -167,6 +191,118 @@ def test_forget_call_keeps_the_recording_on_request_and_refuses_unsafe_input(blo
     forget_call.execute_in_process(run_config=_forget_config(call_id, delete_recording=False), resources=run_resources)
     assert lakehouse.read("raw_call_audio").empty
     assert (blob_root / key).exists() and not masked.exists()
+
+
+def test_forget_call_fails_on_an_unknown_call_id_and_changes_nothing(blob_root, resources):
+    _put_sample(blob_root, f"{DAY_ONE}/agent-1__known.wav")
+    _materialize(resources, assets=[raw_call_audio])
+    lakehouse = resources["lakehouse"]
+    version = DeltaTable(lakehouse.table_uri("raw_call_audio")).version()
+
+    result = forget_call.execute_in_process(
+        run_config=_forget_config("0123456789abcdef"), resources=_forget_resources(resources), raise_on_error=False
+    )
+    error = str(result.failure_data_for_node("forget_call_data").error)
+    assert not result.success and "call 0123456789abcdef: unknown: not in raw_call_audio nor in any of 2 table(s)" in error
+    assert len(lakehouse.read("raw_call_audio")) == 1
+    assert DeltaTable(lakehouse.table_uri("raw_call_audio")).history()[0]["version"] == version  # no VACUUM, no commit
+
+
+_HOLD_LOCK = """
+import sys
+from callintel_dagster.resources.locks import shared_lakehouse_lock
+with shared_lakehouse_lock(sys.argv[1]):
+    print("held", flush=True)
+    sys.stdin.read()
+"""
+
+
+def test_forget_call_waits_for_writers_holding_the_lakehouse_lock(blob_root, resources):
+    """A writer in another process holds the shared lock (as the write path does while it writes):
+    forget_call cannot get it exclusively, fails with a clear message and erases nothing; once the
+    writer is done it goes through."""
+    key = f"{DAY_ONE}/agent-1__locked.wav"
+    _put_sample(blob_root, key)
+    _materialize(resources, assets=[raw_call_audio])
+    lakehouse, call_id = resources["lakehouse"], call_id_for(key)
+    writer = subprocess.Popen(
+        [sys.executable, "-c", _HOLD_LOCK, lakehouse.root], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+        env={**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])},
+    )
+    try:
+        assert writer.stdout.readline().strip() == "held"
+        blocked = forget_call.execute_in_process(
+            run_config=_forget_config(call_id, lock_timeout_s=0.5), resources=_forget_resources(resources),
+            raise_on_error=False,
+        )
+        error = str(blocked.failure_data_for_node("forget_call_data").error)
+        assert not blocked.success and f"call {call_id}: not erased" in error and str(lock_path(lakehouse.root)) in error
+        assert len(lakehouse.read("raw_call_audio")) == 1 and (blob_root / key).exists()
+    finally:
+        writer.communicate("")
+    forget_call.execute_in_process(run_config=_forget_config(call_id), resources=_forget_resources(resources))
+    assert lakehouse.read("raw_call_audio").empty and not (blob_root / key).exists()
+
+
+def test_writers_share_the_lakehouse_lock_and_erasure_excludes_them(tmp_path):
+    root = str(tmp_path / "lakehouse")
+    with shared_lakehouse_lock(root), shared_lakehouse_lock(root, timeout_s=0.1):
+        with pytest.raises(LakehouseLockTimeout, match="exclusive lakehouse lock"):
+            with lakehouse_lock(root, exclusive=True, timeout_s=0.1):
+                pass
+    with lakehouse_lock(root, exclusive=True, timeout_s=0.1):
+        with pytest.raises(LakehouseLockTimeout, match="shared lakehouse lock"):
+            with shared_lakehouse_lock(root, timeout_s=0.1):
+                pass
+    assert lock_path(root) == Path(root).resolve() / "_callintel.lock"
+    assert lock_path("abfss://lake@acct.dfs.core.windows.net/callintel") != lock_path("abfss://lake@acct.dfs.core.windows.net/x")
+    spark_key = lock_key(SparkDeltaLakehouse(catalog="main", schema_name="callintel"))
+    assert spark_key == "catalog://`main`.`callintel`.``" and lock_path(spark_key).parent.name == "callintel-locks"
+
+
+def test_forget_call_removes_the_dashboards_that_show_the_call(blob_root, resources):
+    key = f"{DAY_ONE}/agent-1__shown.wav"
+    _put_sample(blob_root, key)
+    _materialize(resources, assets=[raw_call_audio])
+    call_id = call_id_for(key)
+    run_resources = _forget_resources(resources)
+    dashboards = Path(run_resources["reports"].root)
+    dashboards.mkdir()
+    (dashboards / f"callintel_{DAY_ONE}_{DAY_ONE}.html").write_text(f'<tr id="call-{call_id}"><td>{call_id}</td></tr>')
+    (dashboards / "latest.html").write_text(f'<tr id="call-{call_id}"></tr>')
+    (dashboards / f"callintel_{DAY_TWO}_{DAY_TWO}.html").write_text('<tr id="call-ffffffffffffffff"></tr>')
+
+    result = forget_call.execute_in_process(run_config=_forget_config(call_id), resources=run_resources)
+    summary = result.output_for_node("forget_call_data")
+    assert summary["dashboards_deleted"] == [f"callintel_{DAY_ONE}_{DAY_ONE}.html", "latest.html"]
+    assert [p.name for p in dashboards.iterdir()] == [f"callintel_{DAY_TWO}_{DAY_TWO}.html"]
+
+
+def _log_retention(lakehouse: DeltaLakehouse, table: str) -> str | None:
+    return DeltaTable(lakehouse.table_uri(table)).metadata().configuration.get(LOG_RETENTION_PROPERTY)
+
+
+def test_purge_history_never_leaves_zero_log_retention_behind(blob_root, resources, monkeypatch):
+    _put_sample(blob_root, f"{DAY_ONE}/agent-1__a.wav")
+    _materialize(resources, assets=[raw_call_audio])
+    lakehouse = resources["lakehouse"]
+
+    # A purge killed between its two property changes left zero retention: the next purge restores
+    # the default instead of "restoring" zero.
+    DeltaTable(lakehouse.table_uri("raw_call_audio")).alter.set_table_properties({LOG_RETENTION_PROPERTY: ZERO_LOG_RETENTION})
+    lakehouse.purge_history("raw_call_audio")
+    assert _log_retention(lakehouse, "raw_call_audio") == DEFAULT_LOG_RETENTION
+
+    # A purge that fails half-way restores the table's own setting on the way out.
+    DeltaTable(lakehouse.table_uri("raw_call_audio")).alter.set_table_properties({LOG_RETENTION_PROPERTY: "interval 7 days"})
+
+    def disk_full(self):
+        raise OSError("No space left on device")
+
+    monkeypatch.setattr(DeltaTable, "cleanup_metadata", disk_full)
+    with pytest.raises(OSError, match="No space left"):
+        lakehouse.purge_history("raw_call_audio")
+    assert _log_retention(lakehouse, "raw_call_audio") == "interval 7 days"
 
 
 # --- a run killed mid-partition ------------------------------------------------------------------

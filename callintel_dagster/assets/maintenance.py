@@ -1,6 +1,9 @@
 """`forget_call`: erase one call from the lakehouse and the blob store (right to erasure, retention).
 
 An op job, not an asset: forgetting produces no data, it removes it from every asset's table at once.
+It refuses while pipeline runs are queued or running, holds the exclusive lakehouse lock
+(`resources/locks.py`) against writers for its whole length, fails on a call id no table knows,
+and deletes the rendered dashboards that show the call (re-materialize `insights_dashboard`).
 
 Run it with the call's id (`raw_call_audio.call_id`) from the launchpad, or:
 
@@ -14,19 +17,29 @@ Run it with the call's id (`raw_call_audio.call_id`) from the launchpad, or:
           delete_recording: true
 """
 
-from pathlib import PurePosixPath
+from pathlib import Path, PurePosixPath
 
 import dagster as dg
 from pydantic import Field
 
 from callintel_dagster.resources.blob_store import BlobStore
 from callintel_dagster.resources.lakehouse import Lakehouse
+from callintel_dagster.resources.locks import LakehouseLockTimeout, lakehouse_lock, lock_key
 from callintel_dagster.resources.models import ModelSettings
+from callintel_dagster.resources.reports import ReportSettings
 from callintel_dagster.tables import RAW_CALL_AUDIO
 
-# Runs that may be writing to the lakehouse right now. Zero-retention VACUUM would delete the data
-# files of their not-yet-committed writes, so forgetting waits until none is left.
-_WRITING_STATUSES = [dg.DagsterRunStatus.STARTING, dg.DagsterRunStatus.STARTED, dg.DagsterRunStatus.CANCELING]
+# Runs that may write to the lakehouse now or soon. Zero-retention VACUUM would delete the data
+# files of their not-yet-committed writes, so forgetting refuses while any exists. The lakehouse
+# lock (resources/locks.py) closes the gap between this check and the VACUUM, and covers writers
+# that are not Dagster runs.
+_WRITING_STATUSES = [
+    dg.DagsterRunStatus.QUEUED,
+    dg.DagsterRunStatus.NOT_STARTED,
+    dg.DagsterRunStatus.STARTING,
+    dg.DagsterRunStatus.STARTED,
+    dg.DagsterRunStatus.CANCELING,
+]
 
 
 class ForgetCallConfig(dg.Config):
@@ -39,6 +52,14 @@ class ForgetCallConfig(dg.Config):
         default=True,
         description="Also delete the original recording. When kept, the next run of the call's date "
         "ingests it again and re-creates its rows. The PHI-masked copy is always deleted.",
+    )
+    allow_unknown: bool = Field(
+        default=False,
+        description="Purge table history even when no table holds the call any more: to finish a forget_call "
+        "that deleted the rows and then failed before its VACUUM. Off, an unknown call id fails the run.",
+    )
+    lock_timeout_s: float = Field(
+        default=300.0, description="How long to wait for pipeline writes to release the lakehouse lock."
     )
 
 
@@ -56,14 +77,29 @@ def _refuse_while_runs_write(context: dg.OpExecutionContext) -> None:
     ]
     if active:
         raise dg.Failure(
-            f"{len(active)} other run(s) in progress ({', '.join(active)}); zero-retention VACUUM would delete "
-            "their uncommitted files. Re-run forget_call when they have finished."
+            f"{len(active)} other run(s) queued or in progress ({', '.join(active)}); zero-retention VACUUM would "
+            "delete their uncommitted files. Re-run forget_call when they have finished."
         )
 
 
+def _drop_dashboards_showing(context: dg.OpExecutionContext, reports: ReportSettings, call_id: str) -> list[str]:
+    """Delete the rendered dashboards that show the call: HTML is a copy of the tables, not a view
+    of them, so a dashboard rendered before the erasure would keep the call on screen."""
+    root = Path(reports.root)
+    shown = sorted(p for p in root.glob("*.html") if call_id in p.read_text(encoding="utf-8", errors="replace")) if root.is_dir() else []
+    for path in shown:
+        path.unlink()
+    if shown:
+        context.log.warning(
+            f"call {call_id}: deleted {len(shown)} dashboard(s) that showed it ({', '.join(p.name for p in shown)}); "
+            "re-materialize insights_dashboard for their dates to render them without it"
+        )
+    return [p.name for p in shown]
+
+
 @dg.op(
-    description="Delete the call's recording and PHI-masked copy, its rows in every Delta table, and every "
-    "old table version that still holds them (VACUUM, retention 0). Idempotent.",
+    description="Delete the call's recording and PHI-masked copy, its rows in every Delta table, every "
+    "old table version that still holds them (VACUUM, retention 0) and the dashboards that show it.",
 )
 def forget_call_data(
     context: dg.OpExecutionContext,
@@ -71,11 +107,30 @@ def forget_call_data(
     lakehouse: Lakehouse,
     blob_store: BlobStore,
     models: ModelSettings,
+    reports: ReportSettings,
 ) -> dg.Output[dict]:
     """Order matters for retries: blobs go first, while `raw_call_audio` still names them, so a run
     that fails half-way can be repeated and no pipeline run can re-ingest the recording after its rows
-    are gone. Blob keys are deliberately not logged: the event log outlives the erasure."""
+    are gone. Blob keys are deliberately not logged: the event log outlives the erasure.
+
+    Everything runs under the exclusive lakehouse lock, which pipeline writes hold shared: no write
+    can start between the run check and the VACUUM, nor commit files the VACUUM is deleting."""
     _refuse_while_runs_write(context)
+    try:
+        with lakehouse_lock(lock_key(lakehouse), exclusive=True, timeout_s=config.lock_timeout_s):
+            return _forget(context, config, lakehouse, blob_store, models, reports)
+    except LakehouseLockTimeout as exc:
+        raise dg.Failure(f"call {config.call_id}: not erased: {exc} (a pipeline run writing?); re-run forget_call later") from exc
+
+
+def _forget(
+    context: dg.OpExecutionContext,
+    config: ForgetCallConfig,
+    lakehouse: Lakehouse,
+    blob_store: BlobStore,
+    models: ModelSettings,
+    reports: ReportSettings,
+) -> dg.Output[dict]:
     call_id = config.call_id
     tables = lakehouse.tables()
 
@@ -93,10 +148,20 @@ def forget_call_data(
     for table in tables:
         rows_deleted[table] = lakehouse.delete_call(table, call_id)
         context.log.info(f"call {call_id}: {table}: {rows_deleted[table]} row(s) deleted")
+    if not blob_keys and not any(rows_deleted.values()) and not config.allow_unknown:
+        raise dg.Failure(
+            f"call {call_id}: unknown: not in raw_call_audio nor in any of {len(tables)} table(s); nothing erased. "
+            "Check the id; to finish an earlier forget_call of it that failed after deleting the rows, "
+            "re-run with allow_unknown: true."
+        )
     files_purged = {table: lakehouse.purge_history(table) for table in tables}
     context.log.info(f"VACUUM (retention 0) removed {sum(files_purged.values())} data file(s) across {len(tables)} table(s)")
+    dashboards = _drop_dashboards_showing(context, reports, call_id)
 
-    summary = {"rows_deleted": rows_deleted, "files_purged": files_purged, "blobs_deleted": blobs_deleted}
+    summary = {
+        "rows_deleted": rows_deleted, "files_purged": files_purged, "blobs_deleted": blobs_deleted,
+        "dashboards_deleted": dashboards,
+    }
     return dg.Output(
         summary,
         metadata={
@@ -105,13 +170,15 @@ def forget_call_data(
             "total_rows_deleted": sum(rows_deleted.values()),
             "data_files_purged": sum(files_purged.values()),
             "blobs_deleted": blobs_deleted,
+            "dashboards_deleted": dg.MetadataValue.json(dashboards),
         },
     )
 
 
 @dg.job(
     description="Erase one call (run config: `ops.forget_call_data.config.call_id`) from every table, "
-    "old table version and blob. Run it when no pipeline run is writing; it refuses otherwise."
+    "old table version, blob and rendered dashboard. It refuses while pipeline runs are queued or running "
+    "and waits for the lakehouse lock that writes hold."
 )
 def forget_call():
     forget_call_data()

@@ -8,12 +8,15 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import av
 import numpy as np
 
 SAMPLE_RATE = 16_000
+_HEADER_TRUST_S = 3600.0
 
 
 class AudioDecodeError(ValueError):
@@ -75,40 +78,106 @@ def probe_audio(path: str | Path) -> AudioProbe:
         raise AudioDecodeError(f"{path.name}: not decodable audio ({_reason(exc)})") from exc
 
 
-def decode_audio(path: str | Path, sample_rate: int = SAMPLE_RATE, max_duration_s: float | None = None) -> np.ndarray:
+def decode_audio(
+    path: str | Path,
+    sample_rate: int = SAMPLE_RATE,
+    max_duration_s: float | None = None,
+    max_bytes: int | None = None,
+) -> np.ndarray:
     """Decode any audio file to mono float32 at `sample_rate`, streaming frame by frame.
 
-    Stops (and raises) once `max_duration_s` is exceeded, so a 4-hour file never sits in memory whole.
+    Memory: the samples go straight into one buffer sized from the container's declared duration
+    (grown by half, in place where the allocator can, when a header under-declares it), so the peak
+    is about the decoded size itself (3 h at 16 kHz: 0.69 GB), not a list of frames plus their
+    concatenated copy (twice that).
+    Raises `AudioDecodeError` naming the file when it exceeds `max_bytes` or `max_duration_s`
+    (checked before the buffer grows past the limit, so a 4-hour file never sits in memory whole),
+    or when a sample is NaN or infinite (a float WAV can carry them; every model would turn them
+    into NaN scores).
     """
     path = Path(path)
-    if path.stat().st_size == 0:
+    size = path.stat().st_size
+    if size == 0:
         raise AudioDecodeError(f"{path.name}: file is empty (0 bytes)")
+    if max_bytes is not None and size > max_bytes:
+        raise AudioDecodeError(f"{path.name}: {size} bytes exceeds the {max_bytes}-byte limit")
     resampler = av.AudioResampler(format="flt", layout="mono", rate=sample_rate)
-    chunks: list[np.ndarray] = []
-    n_samples = 0
     limit = None if max_duration_s is None else int(max_duration_s * sample_rate)
     try:
         with av.open(str(path), metadata_errors="ignore") as container:
             if not container.streams.audio:
                 raise AudioDecodeError(f"{path.name}: no audio stream")
+            buffer = _SampleBuffer(path.name, _declared_samples(container, sample_rate), limit, max_duration_s, sample_rate)
             for frame in container.decode(audio=0):
                 for out in resampler.resample(frame):
-                    chunk = out.to_ndarray().reshape(-1)
-                    chunks.append(chunk)
-                    n_samples += chunk.size
-                if limit is not None and n_samples > limit:
-                    raise AudioDecodeError(
-                        f"{path.name}: longer than the configured maximum of {max_duration_s:.0f} s"
-                    )
+                    buffer.append(out.to_ndarray().reshape(-1))
             for out in resampler.resample(None):
-                chunks.append(out.to_ndarray().reshape(-1))
+                buffer.append(out.to_ndarray().reshape(-1))
     except AudioDecodeError:
         raise
     except (av.error.FFmpegError, UnicodeDecodeError, ValueError) as exc:
         raise AudioDecodeError(f"{path.name}: decoding failed ({_reason(exc)})") from exc
-    if not chunks:
-        raise AudioDecodeError(f"{path.name}: no audio samples decoded")
-    audio = np.concatenate(chunks).astype(np.float32, copy=False)
-    if audio.size == 0:
-        raise AudioDecodeError(f"{path.name}: no audio samples decoded")
-    return audio
+    return buffer.samples()
+
+
+def _declared_samples(container, sample_rate: int) -> int:
+    """Samples the container header promises (+1 s of slack), or one minute when it says nothing.
+    Capped at an hour: a header is untrusted input, and growing the buffer later costs little."""
+    stream = container.streams.audio[0]
+    if stream.duration is not None and stream.time_base is not None:
+        seconds = float(stream.duration * stream.time_base)
+    elif container.duration is not None:
+        seconds = container.duration / av.time_base
+    else:
+        seconds = 60.0
+    return int((min(max(seconds, 0.0), _HEADER_TRUST_S) + 1.0) * sample_rate)
+
+
+class _SampleBuffer:
+    """A preallocated float32 buffer that decoded frames are copied into."""
+
+    def __init__(self, name: str, declared: int, limit: int | None, max_duration_s: float | None, sample_rate: int):
+        self.name, self.limit, self.max_duration_s, self.sample_rate = name, limit, max_duration_s, sample_rate
+        self.data = np.empty(declared if limit is None else min(declared, limit), dtype=np.float32)
+        self.size = 0
+
+    def append(self, chunk: np.ndarray) -> None:
+        end = self.size + chunk.size
+        if self.limit is not None and end > self.limit:
+            raise AudioDecodeError(f"{self.name}: longer than the configured maximum of {self.max_duration_s:.0f} s")
+        if not np.isfinite(chunk).all():
+            raise AudioDecodeError(
+                f"{self.name}: non-finite samples (NaN or Inf) at {self.size / self.sample_rate:.2f} s; not usable audio"
+            )
+        if end > self.data.size:
+            grown = max(end, self.data.size * 3 // 2)
+            self.data.resize(grown if self.limit is None else min(grown, self.limit), refcheck=False)
+        self.data[self.size:end] = chunk
+        self.size = end
+
+    def samples(self) -> np.ndarray:
+        if self.size == 0:
+            raise AudioDecodeError(f"{self.name}: no audio samples decoded")
+        # In place (realloc): trimming the slack never copies the samples.
+        self.data.resize(self.size, refcheck=False)
+        return self.data
+
+
+def decode_call_audio(call: Mapping[str, Any], sample_rate: int = SAMPLE_RATE) -> np.ndarray:
+    """The one decode of a call in a model stage, checked against what the earlier stages recorded.
+
+    `call` is a model-stage call row (values may arrive as strings from Spark): `audio_path`, the
+    `size_bytes` and `checksum_sha256` ingest inventoried, and the `duration_s` the VAD stage decoded
+    under the configured duration limit. A recording replaced since then (same key, new content)
+    is refused, because its rows upstream describe other audio; the decode is capped at the
+    measured duration (+1 s), so the model stages inherit the configured size and duration limits.
+    """
+    path = Path(call["audio_path"])
+    expected_size, expected_sha = int(float(call["size_bytes"])), str(call["checksum_sha256"])
+    size = path.stat().st_size
+    if size != expected_size or sha256_of(path) != expected_sha:
+        raise AudioDecodeError(
+            f"{path.name}: changed since ingest ({size} bytes now, {expected_size} inventoried, or a different "
+            "checksum); re-run the call's date from raw_call_audio"
+        )
+    return decode_audio(path, sample_rate, max_duration_s=float(call["duration_s"]) + 1.0, max_bytes=expected_size)

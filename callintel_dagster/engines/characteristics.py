@@ -51,7 +51,7 @@ import numpy as np
 import pandas as pd
 
 from callintel_dagster.engines.align import INTERRUPTION_MIN_OVERLAP_S, TURN_COLUMNS
-from callintel_dagster.engines.audio import SAMPLE_RATE, decode_audio
+from callintel_dagster.engines.audio import SAMPLE_RATE, decode_call_audio
 from callintel_dagster.engines.sentiment import compound, sentiment_label
 from callintel_dagster.engines.spans import Span, total_length, union_spans
 from callintel_dagster.engines.vocabulary import AGENT, CUSTOMER, ROLES
@@ -243,7 +243,7 @@ class CharacteristicsTask:
     driver, so a worker never queries the lakehouse."""
 
     def __call__(self, call: dict) -> dict[str, list[dict]]:
-        audio = decode_audio(call["audio_path"])
+        audio = decode_call_audio(call)
         turns = pd.DataFrame(json.loads(call["turns_json"]), columns=TURN_TABLE_COLUMNS)
         tone = pd.DataFrame(json.loads(call["tone_json"])) if call["tone_json"] != "[]" else None
         duration = audio.size / SAMPLE_RATE

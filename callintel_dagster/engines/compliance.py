@@ -12,6 +12,12 @@ re-asked with the error, and after ``max_attempts`` the raw answer is quarantine
 
 The transcript is redacted (:mod:`.redaction`) before it leaves the process, so the model — and the
 evidence quotes stored from its answer — only ever see typed placeholders such as ``[DOB]``.
+
+A transcript longer than the token budget loses its middle turns (:func:`fit_to_budget`): the
+opening (greeting, verification, recording disclosure) and the ending (resolution, commitments) are
+what the flags are about. The gap is one marker line in the data block, which the prompt explains.
+An endpoint that cannot answer one call (context overflow, content filter) makes that call
+``malformed``, quarantined like an invalid answer; only an unreachable endpoint is ``unavailable``.
 """
 
 from __future__ import annotations
@@ -35,7 +41,7 @@ from pydantic import (
     model_validator,
 )
 
-from .llm_client import LLMClient, LLMUnavailableError, run_bounded
+from .llm_client import LLMClient, LLMRequestError, LLMUnavailableError, run_bounded, scrub
 from .redaction import redact_text
 
 Sentiment = Literal["positive", "neutral", "negative"]
@@ -178,6 +184,10 @@ def redact_transcript(turns: list[Turn]) -> list[Turn]:
 
 TRANSCRIPT_OPEN = "<<<TRANSCRIPT_DATA"
 TRANSCRIPT_CLOSE = "TRANSCRIPT_DATA>>>"
+OMITTED_KEY = "omitted_turns"
+# Tokens are estimated as characters / CHARS_PER_TOKEN of each turn's JSON line. English runs ~4
+# characters per token in Llama 3 / GPT tokenizers; 3 leaves room for names, numbers and markup.
+CHARS_PER_TOKEN = 3
 
 SYSTEM_PROMPT = f"""You are a compliance analyst for a healthcare contact center.
 You assess ONE recorded phone call between an agent and a customer (a patient or health-plan member).
@@ -203,31 +213,60 @@ SSN, or identity details again after verification).
 start that the call may be recorded or monitored.
 - For every flag that is true, evidence.<flag> lists the turns that show it: turn_index and a quote \
 copied verbatim from that turn's text. For flags that are false or null, use an empty list.
-- summary: at most {MAX_SUMMARY_SENTENCES} sentences, without personal identifiers."""
+- summary: at most {MAX_SUMMARY_SENTENCES} sentences, without personal identifiers.
+- A line {{"{OMITTED_KEY}": [first, last]}} in the transcript stands for turns left out to fit your \
+context: judge from the turns you have and never cite an omitted turn."""
 
 PROMPT_VERSION = hashlib.sha256(
     (SYSTEM_PROMPT + json.dumps(ASSESSMENT_JSON_SCHEMA, sort_keys=True)).encode()
 ).hexdigest()[:12]
 
 
-def build_user_message(turns: list[Turn]) -> str:
+def _turn_line(turn: Turn) -> str:
+    return json.dumps({"turn_index": turn.turn_index, "role": turn.role, "text": turn.text}, ensure_ascii=False)
+
+
+def fit_to_budget(turns: list[Turn], max_tokens: int | None) -> tuple[list[Turn], tuple[int, int] | None]:
+    """The turns to send within ``max_tokens`` (estimated), and the ``(first, last)`` turn_index of
+    the omitted middle, if any. Turns are kept alternately from the start and the end of the call."""
+    if max_tokens is None:
+        return turns, None
+    costs = [len(_turn_line(turn)) / CHARS_PER_TOKEN for turn in turns]
+    if sum(costs) <= max_tokens:
+        return turns, None
+    head, tail, spent = 0, len(turns), 0.0
+    while head < tail:
+        take_head = head <= len(turns) - tail
+        index = head if take_head else tail - 1
+        if spent + costs[index] > max_tokens:
+            break
+        spent += costs[index]
+        head, tail = (head + 1, tail) if take_head else (head, tail - 1)
+    return turns[:head] + turns[tail:], (turns[head].turn_index, turns[tail - 1].turn_index)
+
+
+def build_user_message(turns: list[Turn], omitted: tuple[int, int] | None = None, instruction: str = "Assess this call.") -> str:
     """The delimited data block. One JSON object per line: JSON escapes newlines, so no turn text can
-    forge the closing delimiter line and break out of the block."""
-    lines = [json.dumps({"turn_index": t.turn_index, "role": t.role, "text": t.text}, ensure_ascii=False)
-             for t in turns]
-    return "\n".join(["Assess this call.", TRANSCRIPT_OPEN, *lines, TRANSCRIPT_CLOSE])
+    forge the closing delimiter line and break out of the block. ``omitted`` puts the marker line
+    of :func:`fit_to_budget`'s gap where the left-out turns were."""
+    lines = [_turn_line(turn) for turn in turns]
+    if omitted is not None:
+        position = sum(turn.turn_index < omitted[0] for turn in turns)
+        lines.insert(position, json.dumps({OMITTED_KEY: list(omitted)}))
+    return "\n".join([instruction, TRANSCRIPT_OPEN, *lines, TRANSCRIPT_CLOSE])
 
 
-def build_messages(turns: list[Turn]) -> list[dict]:
+def build_messages(turns: list[Turn], omitted: tuple[int, int] | None = None) -> list[dict]:
     return [{"role": "system", "content": SYSTEM_PROMPT},
-            {"role": "user", "content": build_user_message(turns)}]
+            {"role": "user", "content": build_user_message(turns, omitted)}]
 
 
 def parse_transcript_block(message: str) -> list[Turn]:
-    """Inverse of :func:`build_user_message` (used by test servers to answer from the transcript)."""
+    """Inverse of :func:`build_user_message`, without the omission marker (used by test servers to
+    answer from the transcript)."""
     lines = message.splitlines()
-    body = lines[lines.index(TRANSCRIPT_OPEN) + 1: lines.index(TRANSCRIPT_CLOSE)]
-    return normalize_turns(json.loads(line) for line in body)
+    body = [json.loads(line) for line in lines[lines.index(TRANSCRIPT_OPEN) + 1: lines.index(TRANSCRIPT_CLOSE)]]
+    return normalize_turns(record for record in body if OMITTED_KEY not in record)
 
 
 # --- parse and validate ----------------------------------------------------------------------------
@@ -308,25 +347,35 @@ class AssessmentOutcome:
         return self.status == "ok"
 
 
+def prepare_turns(turns: TurnsLike, redact: bool, max_transcript_tokens: int | None) -> tuple[list[Turn], tuple[int, int] | None]:
+    """What any prompt may carry of a transcript: redacted when the switch is on, then fitted to the
+    token budget. Compliance and summary prompts both go through here."""
+    sent_turns = normalize_turns(turns)
+    if redact:
+        sent_turns = redact_transcript(sent_turns)
+    return fit_to_budget(sent_turns, max_transcript_tokens)
+
+
 def assess_call_with_llm(turns: TurnsLike, client: LLMClient, max_attempts: int = 3,
-                         redact: bool = True) -> AssessmentOutcome:
+                         redact: bool = True, max_transcript_tokens: int | None = None) -> AssessmentOutcome:
     """Ask the model for a :class:`CallAssessment`, re-asking with the validation error on failure.
 
     ``client`` is an :class:`~.llm_client.LLMClient` (or anything with ``model`` and
     ``complete_json``); it retries transient HTTP errors itself, so every attempt counted here is a
     complete answer from the model. The conversation keeps the bad answer and the error so the model
-    corrects that answer instead of starting over.
+    corrects that answer instead of starting over. A request the endpoint refuses or filters ends
+    the call as ``malformed`` at once: asking again would get the same refusal.
     """
-    sent_turns = normalize_turns(turns)
-    if redact:
-        sent_turns = redact_transcript(sent_turns)
-    messages = build_messages(sent_turns)
+    sent_turns, omitted = prepare_turns(turns, redact, max_transcript_tokens)
+    messages = build_messages(sent_turns, omitted)
     raw, error, model_id = None, None, client.model
     for attempt in range(1, max_attempts + 1):
         try:
             reply = client.complete_json(messages, "call_assessment", ASSESSMENT_JSON_SCHEMA)
         except LLMUnavailableError as exc:
             return _outcome("unavailable", None, model_id, attempt, raw_response=raw, error=str(exc))
+        except LLMRequestError as exc:
+            return _outcome("malformed", None, model_id, attempt, raw_response=raw, error=str(exc))
         raw, model_id = reply.content, reply.model or client.model
         try:
             assessment = parse_assessment(raw)
@@ -335,7 +384,7 @@ def assess_call_with_llm(turns: TurnsLike, client: LLMClient, max_attempts: int 
                 raise AssessmentError("; ".join(problems))
             return _outcome("ok", assessment, model_id, attempt)
         except AssessmentError as exc:
-            error = str(exc)
+            error = scrub(str(exc))
         messages = [*messages, {"role": "assistant", "content": raw},
                     {"role": "user", "content": (
                         f"Your answer was invalid: {error}\n"
@@ -350,14 +399,15 @@ def _outcome(status: Status, assessment, model_id: str, attempts: int, **extra) 
 
 
 def assess_calls_with_llm(calls: Mapping[str, TurnsLike], client: LLMClient, max_workers: int = 4,
-                          max_attempts: int = 3, redact: bool = True) -> dict[str, AssessmentOutcome]:
+                          max_attempts: int = 3, redact: bool = True,
+                          max_transcript_tokens: int | None = None) -> dict[str, AssessmentOutcome]:
     """Assess many calls (``call_id -> turns``) with at most ``max_workers`` requests in flight.
 
     The bound protects the serving endpoint's rate limit; every call gets exactly one outcome.
     """
     call_ids = list(calls)
     outcomes = run_bounded(
-        lambda call_id: assess_call_with_llm(calls[call_id], client, max_attempts, redact),
+        lambda call_id: assess_call_with_llm(calls[call_id], client, max_attempts, redact, max_transcript_tokens),
         call_ids, max_workers)
     return dict(zip(call_ids, outcomes, strict=True))
 

@@ -27,7 +27,7 @@ the neighbour, and clustering ties local speakers of different windows together.
 
 **pyannote.audio pipeline (production).** When `config.pyannote_pipeline` is set (e.g.
 "pyannote/speaker-diarization-3.1" or a local directory holding its `config.yaml`), the pipeline is
-loaded with `Pipeline.from_pretrained(..., token=config.hf_token)`. It needs the hub or a local copy
+loaded with `Pipeline.from_pretrained(..., token=$HF_TOKEN)`. It needs the hub or a local copy
 of the gated weights, so it cannot run in the offline test environment.
 
 All models are built once per process through `model_cache.cached_model`.
@@ -36,6 +36,7 @@ All models are built once per process through `model_cache.cached_model`.
 from __future__ import annotations
 
 import dataclasses
+import os
 import re
 import warnings
 from pathlib import Path
@@ -81,7 +82,8 @@ class DiarizationConfig:
     each frame is voted on by ~10/step_s windows, so smaller is more robust and proportionally
     slower (embeddings dominate the cost); on the reference call 1.0, 2.5 and 5.0 s score alike.
     `pyannote_pipeline`: set to a pyannote.audio pipeline id or local directory to use that backend
-    instead of the embedded one; `hf_token` is its hub token (read from an EnvVar by the resource).
+    instead of the embedded one. Its hub token is read from the worker's `HF_TOKEN` environment
+    variable when the pipeline loads, never carried in the config: configs travel to clusters.
     """
 
     num_speakers: int | None = 2
@@ -94,7 +96,6 @@ class DiarizationConfig:
     onnx_threads: int = 1
     device: str = "cpu"
     pyannote_pipeline: str | None = None
-    hf_token: str | None = None
 
 
 def diarize(audio: np.ndarray, config: DiarizationConfig) -> list[SpeakerTurn]:
@@ -362,7 +363,8 @@ def _load_pyannote_pipeline(config: DiarizationConfig):
         import torch
         from pyannote.audio import Pipeline
 
-        pipeline = Pipeline.from_pretrained(str(path) if path.exists() else ref, token=config.hf_token)
+        token = os.environ.get("HF_TOKEN") or None
+        pipeline = Pipeline.from_pretrained(str(path) if path.exists() else ref, token=token)
         if pipeline is None:
             raise RuntimeError(f"pyannote could not load pipeline {ref!r} (gated model without a valid token?)")
         return pipeline.to(torch.device(config.device))

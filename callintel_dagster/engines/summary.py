@@ -9,7 +9,9 @@ Two engines fill one contract (`CallSummary`):
   text: an item is a verbatim sentence of a (redacted) turn.
 - `summarize_with_llm`: the same schema as strict JSON from an OpenAI-compatible endpoint, validated
   like the compliance extraction (every quoted item must be a sentence of its turn), with a bounded
-  re-ask. When it still fails, the extractive summary is used and the error is kept.
+  re-ask. When it still fails, the extractive summary is used and the error is kept. The prompt
+  takes the same path as the compliance prompt (`compliance.prepare_turns`): PHI redacted when
+  `redact` is on, middle turns left out beyond the token budget; error texts are scrubbed of PHI.
 """
 
 from __future__ import annotations
@@ -24,8 +26,9 @@ from callintel_dagster.engines.compliance import (
     TurnsLike,
     build_user_message,
     normalize_turns,
+    prepare_turns,
 )
-from callintel_dagster.engines.llm_client import LLMClient, LLMUnavailableError
+from callintel_dagster.engines.llm_client import LLMClient, LLMRequestError, LLMUnavailableError, scrub
 from callintel_dagster.engines.rules import RESOLVED_CUES, UNRESOLVED_CUES
 
 MAX_ITEMS = 5
@@ -69,7 +72,8 @@ SUMMARY_PROMPT = (
     f"{json.dumps(SUMMARY_JSON_SCHEMA)}. issues: what the caller needed or complained about; "
     "outcomes: how each issue ended (resolved or not); action_items: commitments with their owner "
     "(agent or customer). Each item's text must be a verbatim sentence of the turn it cites. "
-    f"At most {MAX_ITEMS} items per list; empty lists when there is nothing."
+    f"At most {MAX_ITEMS} items per list; empty lists when there is nothing. A line "
+    '{"omitted_turns": [first, last]} stands for turns left out to fit your context; never cite them.'
 )
 
 
@@ -102,24 +106,32 @@ def _check_quotes(summary: CallSummary, turns: TurnsLike) -> list[str]:
     ]
 
 
-def summarize_with_llm(turns: TurnsLike, client: LLMClient, max_attempts: int = 2) -> tuple[CallSummary, str, str | None]:
-    """Returns (summary, source, error): source "llm", or "extractive" with the reason the LLM failed."""
+def summarize_with_llm(turns: TurnsLike, client: LLMClient, max_attempts: int = 2, redact: bool = True,
+                       max_transcript_tokens: int | None = None) -> tuple[CallSummary, str, str | None]:
+    """Returns (summary, source, error): source "llm", or "extractive" with the reason the LLM failed.
+
+    Quotes are checked against the turns that were sent (redacted when `redact`), so a summary
+    item is a sentence the model saw."""
+    sent_turns, omitted = prepare_turns(turns, redact, max_transcript_tokens)
     # Same delimited data block as the compliance extraction: the transcript is data, never instructions.
-    messages = [{"role": "system", "content": SUMMARY_PROMPT}, {"role": "user", "content": build_user_message(normalize_turns(turns))}]
+    user = build_user_message(sent_turns, omitted, instruction="Summarise this call.")
+    messages = [{"role": "system", "content": SUMMARY_PROMPT}, {"role": "user", "content": user}]
     error = None
     for _ in range(max_attempts):
         try:
             reply = client.complete_json(messages, "call_summary", SUMMARY_JSON_SCHEMA)
         except LLMUnavailableError as exc:
             return extractive_summary(turns), "extractive", f"LLM unavailable: {exc}"
+        except LLMRequestError as exc:
+            return extractive_summary(turns), "extractive", f"LLM refused the request: {exc}"
         try:
             summary = CallSummary.model_validate_json(reply.content)
-            problems = _check_quotes(summary, turns)
+            problems = _check_quotes(summary, sent_turns)
             if not problems:
                 return summary, "llm", None
-            error = "; ".join(problems)
+            error = scrub("; ".join(problems))
         except ValidationError as exc:
-            error = str(exc).splitlines()[0]
+            error = scrub(str(exc).splitlines()[0])
         messages = [*messages, {"role": "assistant", "content": reply.content},
                     {"role": "user", "content": f"Your answer was invalid: {error}. Reply with the corrected JSON only."}]
     return extractive_summary(turns), "extractive", f"LLM answer invalid after {max_attempts} attempts: {error}"

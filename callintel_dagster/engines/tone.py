@@ -33,7 +33,7 @@ from typing import Any, Literal
 import numpy as np
 import pandas as pd
 
-from callintel_dagster.engines.audio import SAMPLE_RATE, decode_audio
+from callintel_dagster.engines.audio import SAMPLE_RATE, decode_call_audio
 from callintel_dagster.engines.model_cache import cached_model
 from callintel_dagster.engines.tone_features import tone_features
 from callintel_dagster.engines.tone_training import load_tone_model
@@ -269,7 +269,7 @@ class ToneTask:
     window_s: float = 4.0
 
     def __call__(self, call: dict) -> dict[str, list[dict]]:
-        audio = decode_audio(call["audio_path"])
+        audio = decode_call_audio(call)
         speech = [tuple(span) for span in json.loads(call["speech_segments"])]
         scores = score_segments(audio, tone_windows(speech, self.window_s), self.config)
         return {"tone_scores": scores.to_dict("records"), "call_tone": [aggregate_call_tone(scores)]}

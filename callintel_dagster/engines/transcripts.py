@@ -13,7 +13,7 @@ from pathlib import Path
 
 from callintel_dagster.engines.align import build_turns, conversation_metrics
 from callintel_dagster.engines.asr import AsrConfig, transcribe
-from callintel_dagster.engines.audio import SAMPLE_RATE, decode_audio
+from callintel_dagster.engines.audio import SAMPLE_RATE, decode_call_audio
 from callintel_dagster.engines.audio_redaction import write_redacted_copy
 from callintel_dagster.engines.diarize import DiarizationConfig, diarize
 from callintel_dagster.engines.redaction import redact_turns
@@ -21,7 +21,7 @@ from callintel_dagster.engines.redaction import redact_turns
 
 @dataclasses.dataclass(frozen=True)
 class TranscriptTask:
-    """Picklable per-call task (configs are frozen dataclasses, shipped to Spark workers)."""
+    """Per-call task: frozen dataclasses for Spark workers; a JSON spec to a cluster (`task_spec`)."""
 
     asr: AsrConfig
     diarization: DiarizationConfig
@@ -38,7 +38,7 @@ class TranscriptTask:
         return f"whisper:{self.asr.model or 'tiny.en'}|diarization:{diarizer}"
 
     def __call__(self, call: dict) -> dict[str, list[dict]]:
-        audio = decode_audio(call["audio_path"])
+        audio = decode_call_audio(call)
         duration = audio.size / SAMPLE_RATE
         words = transcribe(audio, self.asr)
         speakers = diarize(audio, self.diarization)

@@ -32,6 +32,7 @@ class BlobInfo:
     key: str
     size: int
     version: str  # etag / mtime+size: changes whenever the content is replaced
+    modified: float | None = None  # last write, Unix seconds (None when the store does not say)
 
     @property
     def call_date(self) -> str:
@@ -69,6 +70,13 @@ class BlobStore(dg.ConfigurableResource, abc.ABC):
             mtime = mtime.timestamp()
         return f"{mtime}-{entry.get('size', 0)}"
 
+    @staticmethod
+    def _modified(entry: dict) -> float | None:
+        value = entry.get("mtime") or entry.get("last_modified") or entry.get("LastModified")
+        if isinstance(value, dt.datetime):
+            return value.timestamp()
+        return float(value) if isinstance(value, int | float) else None
+
     def date_folders(self) -> list[str]:
         fs = self._filesystem()
         if not fs.exists(self._root()):
@@ -97,7 +105,10 @@ class BlobStore(dg.ConfigurableResource, abc.ABC):
                 name = entry["name"].rstrip("/").rsplit("/", 1)[-1]
                 if entry.get("type") != "file" or not name.lower().endswith(AUDIO_EXTENSIONS):
                     continue
-                found.append(BlobInfo(key=f"{date}/{name}", size=int(entry.get("size") or 0), version=self._version(entry)))
+                found.append(BlobInfo(
+                    key=f"{date}/{name}", size=int(entry.get("size") or 0), version=self._version(entry),
+                    modified=self._modified(entry),
+                ))
         return sorted(found, key=lambda b: b.key)
 
     @contextlib.contextmanager

@@ -12,8 +12,8 @@ while the job runs; the resource then reads the results file and returns it like
 Why Pipes and not `databricks_pyspark_step_launcher`: the step launcher pickles the whole Dagster
 step (context, resources, IO managers) and re-executes it on the cluster, so the cluster needs the
 orchestrator's Dagster version, every resource's dependencies and its secrets; it is superseded
-legacy in dagster-databricks. With Pipes only the per-call task (a frozen config dataclass) and the
-day's call list travel, the asset body (quarantine, schema checks, MERGE) stays in the orchestrator,
+legacy in dagster-databricks. With Pipes only the per-call task (as a JSON spec) and the day's
+call list travel, the asset body (quarantine, schema checks, MERGE) stays in the orchestrator,
 and the cluster needs nothing but the project wheel and `dagster-pipes`.
 
 The step-launcher path stays possible because nothing here is Pipes-specific but this resource: a
@@ -29,9 +29,7 @@ that Databricks resolves when the cluster starts.
 
 from __future__ import annotations
 
-import base64
 import io
-import pickle
 import re
 import time
 import uuid
@@ -42,6 +40,7 @@ import dagster as dg
 import pandas as pd
 from pydantic import Field
 
+from callintel_dagster.engines.task_spec import task_to_spec
 from callintel_dagster.resources.compute import RESULT_COLUMNS, CallCompute, CallTask
 
 ENTRYPOINT_ARG = "--pipes-io"
@@ -132,11 +131,11 @@ def pipes_extras(
     calls: pd.DataFrame, task: CallTask, description: str, results_path: str, calls_per_task: int
 ) -> dict[str, Any]:
     """What `databricks_entrypoint` reads from the Pipes context. It travels in the injected context
-    file, not in the job spec. The task is pickled: tasks are frozen config dataclasses from the
-    project wheel, which the cluster installs at the same version."""
+    file, not in the job spec. The task is a JSON spec (`engines/task_spec.py`): data with an
+    allow-list of fields and no secret, never a pickle the cluster would execute on load."""
     return {
         "calls": calls.astype(str).to_dict("records"),
-        "task": base64.b64encode(pickle.dumps(task)).decode("ascii"),
+        "task": task_to_spec(task),
         "description": description,
         "results_path": results_path,
         "calls_per_task": calls_per_task,

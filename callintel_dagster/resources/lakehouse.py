@@ -36,6 +36,7 @@ from callintel_dagster.tables import PARTITION_COLUMN, TABLES, ContractViolation
 
 LOG_RETENTION_PROPERTY = "delta.logRetentionDuration"
 DEFAULT_LOG_RETENTION = "interval 30 days"  # the Delta protocol's default when the property is unset
+ZERO_LOG_RETENTION = "interval 0 seconds"
 
 logger = logging.getLogger(__name__)
 
@@ -262,18 +263,21 @@ class DeltaLakehouse(Lakehouse):
         restored. Time travel to any earlier version is gone afterwards, by design.
 
         Zero retention deletes the files of a write that has not committed yet, so this must not run
-        while another writer is active (the `forget_call` op checks for in-progress runs).
+        while another writer is active (`forget_call` holds the exclusive lakehouse lock, `resources/locks.py`).
         Returns the number of data files removed."""
         target = self._open(table)
         if target is None:
             return 0
         removed = target.vacuum(retention_hours=0, enforce_retention_duration=False, dry_run=False, full=True)
         previous = target.metadata().configuration.get(LOG_RETENTION_PROPERTY, DEFAULT_LOG_RETENTION)
-        target.alter.set_table_properties({LOG_RETENTION_PROPERTY: "interval 0 seconds"})
+        if previous == ZERO_LOG_RETENTION:  # left behind by a purge that was killed mid-way
+            previous = DEFAULT_LOG_RETENTION
+        target.alter.set_table_properties({LOG_RETENTION_PROPERTY: ZERO_LOG_RETENTION})
         try:
             target.create_checkpoint()
             target.cleanup_metadata()
         finally:
+            # Never leave zero log retention behind: every later commit would expire the history.
             target.alter.set_table_properties({LOG_RETENTION_PROPERTY: previous})
         return len(removed)
 

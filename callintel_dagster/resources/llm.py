@@ -75,7 +75,18 @@ class OpenAICompatibleAssessor(ComplianceAssessor):
     backoff_s: float = Field(default=1.0, description="First backoff delay; doubles per retry, capped at 30 s.")
     max_attempts: int = Field(default=3, description="Answers asked for per call (re-asking with the validation error).")
     max_concurrency: int = Field(default=4, description="Requests in flight at once (protects the endpoint's rate limit).")
-    redact_before_sending: bool = Field(default=True, description="Replace PHI with typed placeholders before the transcript leaves the cluster.")
+    redact_before_sending: bool = Field(
+        default=True,
+        description="Replace PHI with typed placeholders before the transcript leaves the cluster, in every prompt "
+        "(compliance and summary).",
+    )
+    max_tokens: int = Field(default=2048, description="Most tokens one answer may take (`max_tokens` of each request).")
+    max_transcript_tokens: int | None = Field(
+        default=24_000,
+        description="Estimated tokens (characters / 3) of transcript one prompt may carry; beyond it the middle "
+        "turns are left out and marked, keeping the call's opening and ending. None = send everything. Keep "
+        "it plus max_tokens and ~2,000 of instructions below the model's context length.",
+    )
     _client: LLMClient | None = PrivateAttr(default=None)
 
     @property
@@ -86,23 +97,25 @@ class OpenAICompatibleAssessor(ComplianceAssessor):
         if self._client is None:
             self._client = LLMClient(
                 self.base_url, self.api_key, self.model, timeout_s=self.timeout_s,
-                max_retries=self.max_retries, backoff_s=self.backoff_s,
+                max_retries=self.max_retries, backoff_s=self.backoff_s, max_tokens=self.max_tokens,
             )
         return self._client
 
     def assess(self, calls):
         llm = assess_calls_with_llm(
             calls, self._llm(), max_workers=self.max_concurrency, max_attempts=self.max_attempts,
-            redact=self.redact_before_sending,
+            redact=self.redact_before_sending, max_transcript_tokens=self.max_transcript_tokens,
         )
         return {call_id: merge_with_rules(outcome, assess_call_with_rules(calls[call_id])) for call_id, outcome in llm.items()}
-
 
     def summarize(self, calls):
         call_ids = list(calls)
 
         def one(call_id: str) -> SummaryOutcome:
-            summary, source, error = summarize_with_llm(calls[call_id], self._llm(), self.max_attempts)
+            summary, source, error = summarize_with_llm(
+                calls[call_id], self._llm(), self.max_attempts,
+                redact=self.redact_before_sending, max_transcript_tokens=self.max_transcript_tokens,
+            )
             return SummaryOutcome(summary, source, self.model if source == "llm" else "extractive", error)
 
         return dict(zip(call_ids, run_bounded(one, call_ids, self.max_concurrency), strict=True))

