@@ -173,3 +173,14 @@ def test_the_wheel_carries_its_data_and_the_cli_works_installed_outside_the_repo
     )
     assert done.returncode == 0, done.stderr
     assert "run_coordinator" in (elsewhere / "data" / "dagster_home" / "dagster.yaml").read_text()
+
+
+def test_a_write_waits_for_erasure_holding_the_lakehouse_lock(lakehouse):
+    from callintel_dagster.resources.locks import LakehouseLockTimeout, lakehouse_lock, lock_key
+
+    day = as_date(DAY_ONE)
+    impatient = lakehouse.model_copy(update={"write_lock_timeout_s": 0.3})
+    with lakehouse_lock(lock_key(lakehouse), exclusive=True):  # what forget_call holds while it vacuums
+        with pytest.raises(LakehouseLockTimeout, match="shared lakehouse lock"):
+            impatient.write_validated(CALL_SUMMARIES, _summaries(["call-a-000000001"], day), [day])
+    assert impatient.write_validated(CALL_SUMMARIES, _summaries(["call-a-000000001"], day), [day]).written

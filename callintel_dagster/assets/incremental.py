@@ -23,11 +23,11 @@ import dagster as dg
 import pandas as pd
 
 from callintel_dagster.assets.io import write_table
+from callintel_dagster.engines.task_spec import task_to_spec
 from callintel_dagster.resources.lakehouse import Lakehouse
 from callintel_dagster.tables import PROCESSED_CALLS
 
 ENGINES_DIR = Path(__file__).resolve().parent.parent / "engines"
-_SECRET_WORDS = ("token", "secret", "password", "api_key")
 
 
 class StageConfig(dg.Config):
@@ -44,17 +44,8 @@ def engine_code_version() -> str:
 
 
 def task_configuration(task: object) -> str:
-    """The settings a task object carries, as stable text, without secrets (they do not change results)."""
-
-    def scrub(value):
-        if isinstance(value, dict):
-            return {k: ("<secret>" if any(w in k.lower() for w in _SECRET_WORDS) else scrub(v)) for k, v in value.items()}
-        if isinstance(value, list | tuple):
-            return [scrub(v) for v in value]
-        return value
-
-    fields = dataclasses.asdict(task) if dataclasses.is_dataclass(task) else vars(task)
-    return f"{type(task).__qualname__}:{json.dumps(scrub(fields), sort_keys=True, default=str)}"
+    """The settings a task carries, as stable text: its allow-listed spec (which never holds a secret)."""
+    return json.dumps(task_to_spec(task), sort_keys=True)
 
 
 def input_digests(calls: pd.DataFrame, configuration: str) -> dict[str, str]:

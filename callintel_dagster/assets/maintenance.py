@@ -24,7 +24,11 @@ from pydantic import Field
 
 from callintel_dagster.resources.blob_store import BlobStore
 from callintel_dagster.resources.lakehouse import Lakehouse
-from callintel_dagster.resources.locks import LakehouseLockTimeout, lakehouse_lock, lock_key
+from callintel_dagster.resources.locks import (
+    LakehouseLockTimeout,
+    lakehouse_lock,
+    lock_key,
+)
 from callintel_dagster.resources.models import ModelSettings
 from callintel_dagster.resources.reports import ReportSettings
 from callintel_dagster.tables import RAW_CALL_AUDIO

@@ -41,7 +41,13 @@ from pydantic import (
     model_validator,
 )
 
-from .llm_client import LLMClient, LLMRequestError, LLMUnavailableError, run_bounded, scrub
+from .llm_client import (
+    LLMClient,
+    LLMRequestError,
+    LLMUnavailableError,
+    run_bounded,
+    scrub,
+)
 from .redaction import redact_text
 
 Sentiment = Literal["positive", "neutral", "negative"]

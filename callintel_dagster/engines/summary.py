@@ -28,7 +28,12 @@ from callintel_dagster.engines.compliance import (
     normalize_turns,
     prepare_turns,
 )
-from callintel_dagster.engines.llm_client import LLMClient, LLMRequestError, LLMUnavailableError, scrub
+from callintel_dagster.engines.llm_client import (
+    LLMClient,
+    LLMRequestError,
+    LLMUnavailableError,
+    scrub,
+)
 from callintel_dagster.engines.rules import RESOLVED_CUES, UNRESOLVED_CUES
 
 MAX_ITEMS = 5

@@ -32,6 +32,7 @@ from deltalake import DeltaTable, write_deltalake
 from deltalake.exceptions import CommitFailedError, TableNotFoundError
 from pydantic import Field
 
+from callintel_dagster.resources.locks import lock_key, shared_lakehouse_lock
 from callintel_dagster.tables import PARTITION_COLUMN, TABLES, ContractViolation, Table
 
 LOG_RETENTION_PROPERTY = "delta.logRetentionDuration"
@@ -103,6 +104,12 @@ class Lakehouse(dg.ConfigurableResource, abc.ABC):
     """Table storage the assets write to and read from. Subclasses implement the storage verbs;
     validation, conversion and the partition scoping live here, once."""
 
+    write_lock_timeout_s: float = Field(
+        default=1800.0,
+        description="How long a write waits for a running `forget_call` (which holds the lakehouse lock "
+        "exclusively) before it fails.",
+    )
+
     def read(self, table: Table | str, call_dates: list[dt.date] | None = None) -> pd.DataFrame:
         """Rows of `table` (of the given dates only, when given). A registered table always comes back
         with its contract's columns, even before it exists; an unregistered name as stored."""
@@ -126,13 +133,16 @@ class Lakehouse(dg.ConfigurableResource, abc.ABC):
         if isinstance(valid, ContractViolation):
             return WriteOutcome(table.name, violation=valid)
         totals: dict[str, int] = {}
-        for call_date in call_dates:
-            metrics = self.merge_partition(
-                table.name, table.arrow_rows(valid, call_date), list(table.keys), call_date,
-                scope=scope, call_ids=call_ids, keep_call_ids=keep_call_ids,
-            )
-            for name, value in metrics.items():
-                totals[name] = totals.get(name, 0) + value
+        # Erasure (`forget_call`) holds this lock exclusively while it vacuums with zero retention,
+        # which would delete the files of a write in flight.
+        with shared_lakehouse_lock(lock_key(self), timeout_s=self.write_lock_timeout_s):
+            for call_date in call_dates:
+                metrics = self.merge_partition(
+                    table.name, table.arrow_rows(valid, call_date), list(table.keys), call_date,
+                    scope=scope, call_ids=call_ids, keep_call_ids=keep_call_ids,
+                )
+                for name, value in metrics.items():
+                    totals[name] = totals.get(name, 0) + value
         return WriteOutcome(table.name, rows=len(valid), metrics=totals)
 
     @abc.abstractmethod

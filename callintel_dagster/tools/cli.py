@@ -14,6 +14,10 @@ from pathlib import Path
 
 from callintel_dagster.tools.demo_calls import DEMO_DATES
 
+# Progress lines (stage, calls, quarantine warnings) on the console; every DEBUG event stays in the
+# run's event log, visible in `make dev`.
+PROGRESS_LOGGING = {"loggers": {"console": {"config": {"log_level": "INFO"}}}}
+
 
 def prepare_home(data_dir: Path) -> Path:
     """DAGSTER_HOME under data/ with the project's dagster.yaml, so runs show up in `make dev`."""
@@ -59,7 +63,9 @@ def run_demo(data_dir: Path) -> int:
         with dg.DagsterInstance.get() as instance:
             for call_date in DEMO_DATES:
                 print(f"== materializing every asset for call_date={call_date}", flush=True)
-                result = job.execute_in_process(partition_key=call_date, instance=instance, raise_on_error=False)
+                result = job.execute_in_process(
+                    partition_key=call_date, instance=instance, raise_on_error=False, run_config=PROGRESS_LOGGING
+                )
                 if not result.success:
                     print(f"run for {call_date} failed; see `make dev` → Runs", file=sys.stderr)
                     return 1
