@@ -199,11 +199,13 @@ def load_scripts() -> list[DemoScript]:
 
 
 def write_demo_calls(blob_root: Path, dates: list[str] | None = None,
-                     names: Collection[str] | None = None) -> list[Path]:
+                     names: Collection[str] | None = None,
+                     scripts: list[DemoScript] | None = None) -> list[Path]:
     """Synthesize the demo calls (skipping ones already current) and return their audio paths.
 
     ``dates`` defaults to the CLI's demo dates; a script's ``day`` indexes into it. ``names`` limits
     the run to those scripts (fast tests, or re-listening to one script while editing it).
+    ``scripts`` replaces the demo scripts (the evaluation corpus of ``tools/compliance_eval``).
     """
     if dates is None:
         from callintel_dagster.cli import (
@@ -213,7 +215,7 @@ def write_demo_calls(blob_root: Path, dates: list[str] | None = None,
         dates = DEMO_DATES
     written = []
     with tempfile.TemporaryDirectory(prefix="callintel-demo-") as workdir:
-        for script in load_scripts():
+        for script in load_scripts() if scripts is None else scripts:
             if names is not None and script.name not in names:
                 continue
             target = script.audio_path(Path(blob_root), dates)

@@ -1,0 +1,1 @@
+"""Tooling around the product package: evaluation corpus and compliance evaluation."""
