@@ -109,7 +109,8 @@ _PATTERNS: tuple[tuple[str, re.Pattern[str], int], ...] = (
     ("NAME", re.compile(r"(?i:\b(?:thanks|thank you|hi|hello|okay|ok|sorry|bye),?\s+)" + _NOT_NAME + r"(?!(?:So"
                         r"|For|Very|Again|Both|All|Everyone|There)\b)([A-Z][a-z'\u2019-]+)(?=\s*[,.!?])"), 1),
     # A caller answering "name and date of birth?": the name opens the turn, the identifier follows.
-    ("NAME", re.compile(r"^(?:(?i:yes|yeah|sure|okay|ok|it's|that's|this is),?\s+)?(" + _NAME + r")(?=,\s+(?:\d|"
+    ("NAME", re.compile(r"^(?:(?i:yes|yeah|sure|okay|ok|it's|that's|this is),?\s+)?" + _NOT_NAME
+                        + r"(?!(?:Thanks|Thank|Hi|Hello|Hey|Yes|Yeah|Sure|Well|No|Alright|Perfect)\b)(" + _NAME + r")(?=,\s+(?:\d|"
                         + r"(?i:" + _MONTH + r"|member|my|born|date|birth|id)\b|\[))", re.M), 1),
     # A house number and the words after it once the speaker says it is where someone lives; ASR
     # mangles street types ("Lane" -> "away"), so none is required here.

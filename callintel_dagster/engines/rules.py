@@ -379,10 +379,12 @@ def _sentiment(customer: list[Turn]) -> str | None:
     matter-of-fact "okay, thanks" call ends."""
     if not customer:
         return None
-    frustrated = sum(bool(_FRUSTRATION.search(t.text) or _COMPLAINT.search(t.text)
-                          or _first(_ESCALATION, t, _ESCALATION_NEGATED)) for t in customer)
+    upset = [bool(_FRUSTRATION.search(t.text) or _COMPLAINT.search(t.text)
+                  or _first(_ESCALATION, t, _ESCALATION_NEGATED)) for t in customer]
     scores = [_vader.polarity_scores(t.text)["compound"] for t in customer]
-    warm_close = any(_ENTHUSIASM.search(t.text) for t in customer[-2:]) or scores[-1] >= ENTHUSIASTIC_VADER
+    warm_close = any((_ENTHUSIASM.search(t.text) or score >= ENTHUSIASTIC_VADER) and not angry
+                     for t, score, angry in list(zip(customer, scores, upset, strict=True))[-2:])
+    frustrated = sum(upset)
     if frustrated > 1 or (frustrated and not warm_close) or sum(scores) / len(scores) <= NEGATIVE_MEAN:
         return "negative"
     return "positive" if warm_close else "neutral"

@@ -275,8 +275,9 @@ def audio_evaluation(work: Path, resources: Mapping[str, Any], call_date: str,
     }
 
 
-def corpus_section(work: Path, resources: Mapping[str, Any], call_date: str) -> dict[str, Any]:
-    """The bench's corpus section: the split, the test part on its script text and through audio."""
+def corpus_section(work: Path, resources: Mapping[str, Any] | None, call_date: str) -> dict[str, Any]:
+    """The bench's corpus section: the split, the test part on its script text and, unless
+    ``resources`` is None (``bench --quick``), through the audio pipeline."""
     scripts = load_corpus()
     parts = split([s.name for s in scripts])
     test = [s for s in scripts if parts[s.name] == "test"]
@@ -286,16 +287,17 @@ def corpus_section(work: Path, resources: Mapping[str, Any], call_date: str) -> 
         "test_calls": sorted(s.name for s in test),
         "script_text": text_evaluation("test"),
         "script_text_redaction": text_redaction_recall(test),
-        "audio_pipeline": audio_evaluation(work, resources, call_date, "test"),
+        "audio_pipeline": None if resources is None else audio_evaluation(work, resources, call_date, "test"),
     }
 
 
 def render_markdown(section: Mapping[str, Any]) -> list[str]:
     """Markdown lines for the bench report."""
     text, audio = section["script_text"], section["audio_pipeline"]
-    pipe = audio["flags"]
-    fmt = _fmt
-    return [
+    pipe = audio["flags"] if audio else {"per_flag": {}}
+    text_redaction = section["script_text_redaction"]
+    audio_redaction = audio["redaction_as_transcribed"] if audio else {"recall": None, "tokens": "–"}
+    lines = [
         f"## 3b. Compliance on the evaluation corpus (test part: {len(section['test_calls'])} of "
         f"{section['corpus_calls']} calls, split seed {section['split_seed']})",
         "",
@@ -303,18 +305,20 @@ def render_markdown(section: Mapping[str, Any]) -> list[str]:
         "|---|---|---|---|",
         *(f"| {flag} | {text['per_flag'][flag]['support']} | {_prf(text['per_flag'][flag])} | "
           f"{_prf(pipe['per_flag'].get(flag))} |" for flag in SCORED_FLAGS if flag in text["per_flag"]),
-        f"| **macro-F1** | | {fmt(text['macro_f1'])} | {fmt(pipe['macro_f1'])} |",
-        f"| issue_resolved null rate | | {fmt(text['issue_resolved_null_rate'])} | "
-        f"{fmt(pipe['issue_resolved_null_rate'])} |",
-        f"| sentiment accuracy | | {fmt(text['sentiment_accuracy'])} | {fmt(pipe['sentiment_accuracy'])} |",
-        f"| PHI redaction recall, tokens | | {fmt(section['script_text_redaction']['recall'])} "
-        f"({section['script_text_redaction']['tokens']}) | {fmt(audio['redaction_as_transcribed']['recall'])} "
-        f"({audio['redaction_as_transcribed']['tokens']}) |",
-        "",
-        f"Audio: {audio['calls']} calls, {audio['audio_minutes']} min, synthesized in "
-        f"{audio['synthesis_seconds']} s, pipeline {audio['pipeline_seconds']} s.",
+        f"| **macro-F1** | | {_fmt(text['macro_f1'])} | {_fmt(pipe.get('macro_f1'))} |",
+        f"| issue_resolved null rate | | {_fmt(text['issue_resolved_null_rate'])} | "
+        f"{_fmt(pipe.get('issue_resolved_null_rate'))} |",
+        f"| sentiment accuracy | | {_fmt(text['sentiment_accuracy'])} | {_fmt(pipe.get('sentiment_accuracy'))} |",
+        f"| PHI redaction recall (tokens) | | {_fmt(text_redaction['recall'])} ({text_redaction['tokens']}) | "
+        f"{_fmt(audio_redaction['recall'])} ({audio_redaction['tokens']}) |",
         "",
     ]
+    if audio:
+        lines += [f"Audio: {audio['calls']} calls, {audio['audio_minutes']} min, synthesized in "
+                  f"{audio['synthesis_seconds']} s, pipeline {audio['pipeline_seconds']} s.", ""]
+    else:
+        lines += ["Audio pipeline skipped (`--quick`).", ""]
+    return lines
 
 
 def _prf(scores: Mapping | None) -> str:
