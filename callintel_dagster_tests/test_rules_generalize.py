@@ -175,12 +175,12 @@ def test_text_evaluation_and_misses_use_the_given_assessor():
     assert any("issue_resolved expected" in line for line in ce.misses("dev", undecided))
 
 
-def test_transcribed_redaction_recall_counts_surviving_words_as_leaks():
+def test_transcribed_redaction_recall_counts_words_that_still_reveal_the_identifier():
     truth = {"c1": {"turns": [{"text": "You live at 418 Willow Lane, right?"}],
                     "phi": [{"kind": "ADDRESS", "text": "418 Willow Lane"}]}}
     leaked = ce.transcribed_redaction_recall(truth, {"c1": ["You live at 418 willow away, right?"]})
-    assert leaked["recall"] == 0.0 and leaked["tokens"] == 3
-    redacted = ce.transcribed_redaction_recall(truth, {"c1": ["You live at [ADDRESS], right?"]})
+    assert leaked["recall"] == 0.0 and leaked["tokens"] == 2  # "away" reveals nothing
+    redacted = ce.transcribed_redaction_recall(truth, {"c1": ["You live at [ADDRESS] away, right?"]})
     assert redacted["recall"] == 1.0 and redacted["tokens"] == 1  # one placeholder for three words
-    partly = ce.transcribed_redaction_recall(truth, {"c1": ["You live at [ADDRESS] away, right?"]})
+    partly = ce.transcribed_redaction_recall(truth, {"c1": ["You live at [ADDRESS] Lane, right?"]})
     assert partly["recall"] == 0.5

@@ -32,6 +32,7 @@ MAX_QUOTES_PER_FLAG = 5
 # An agent who has not mentioned recording within its first turns did not disclose it in the sense
 # the disclosure is meant: before the caller says anything of substance.
 DISCLOSURE_WITHIN_AGENT_TURNS = 3
+OPENING_TURNS = 2
 
 _I = re.IGNORECASE
 _NUMBER = (r"(?:\d[\d.,]*|one|two|three|four|five|six|seven|eight|nine|ten|eleven|twelve|fifteen|twenty"
@@ -71,6 +72,7 @@ _DISCLOSABLE_KINDS = frozenset({"DOB", "SSN", "MRN", "MEMBER_ID", "ACCOUNT", "PH
                                 "EMAIL", "ZIP", "ID"})
 # Identifiers a caller should not have to volunteer before anyone asked who they are.
 _VOLUNTEERED_KINDS = frozenset({"SSN", "MRN", "MEMBER_ID", "ACCOUNT", "ID"})
+_ID_CUE = re.compile(r"\b(?:id|number|member|social|policy|account|ssn|mrn)\b[^.?!]{0,30}$", _I)
 _RESULT_NOUN = (r"(?:results?|biopsy|pathology|x-?rays?|scans?|mri|echo\w*|ultrasound|mammogram|labs?"
                 r"|blood ?work|blood tests?|glucose|cholesterol|a ?1 ?c|blood sugar|blood pressure"
                 r"|potassium|hemoglobin|test|radiologist|wound)")
@@ -96,6 +98,7 @@ _IDENTITY_ITEM = _words(r"date of birth", r"birth ?dates?", r"birthdays?", r"dob
                         r"member (?:number|id|ID)", r"id number", r"ID", r"social", r"ssn",
                         r"last (?:four|4)", r"(?:home |street |mailing |pickup )?address",
                         r"who i'?m (?:talking|speaking) (?:to|with)", r"identity", r"permission",
+                        r"on (?:your|the) (?:chart|file|account)",
                         r"mother's maiden name")
 _ASKS = _words(r"can you", r"could you", r"would you", r"what(?:'s| is| are)", r"may i", r"can i",
                r"could i", r"let me (?:first )?(?:ask|get|have)", r"please", r"i(?:'ll| will|'d)? need",
@@ -111,9 +114,15 @@ _IDENTITY_NOUNS = _words(r"date of birth", r"dob", r"social security", r"ssn", r
                          r"mother's maiden name")
 
 # --- recording disclosure: a recording/monitoring verb and the call as its object, in one sentence ---
+# ASR hears "recorded" as "reported" or "recorder" on a telephone line; the purpose ("for quality",
+# "to help us improve") stands in for the call when ASR loses the noun.
 _RECORDING = _words(r"record(?:ed|ing|s)?", r"monitor(?:ed|ing|s)?", r"tap(?:ed|ing)", r"listened to",
-                    r"saved", r"recorder")
-_CHANNEL = _words(r"calls?", r"line", r"conversation", r"this")
+                    r"saved", r"recorder", r"report(?:ed|ing)")
+_CHANNEL = _words(r"calls?", r"line", r"conversation", r"this", r"for (?:quality|training|accuracy)",
+                  r"(?:help us |to )improve", r"coach")
+# Unambiguous on their own in the opening, whatever ASR made of the rest of the sentence.
+_RECORDING_OPENING = _words(r"recorded", r"recording", r"monitored", r"monitoring", r"taped", r"record it",
+                            r"for quality", r"for training")
 _NOT = re.compile(r"\b(?:not|never|isn't|aren't|won't)\s+(?:be\s+|being\s+)?$", _I)
 
 # --- escalation: a hand-off to more authority inside the organisation, asked for or offered ---
@@ -121,7 +130,7 @@ _ESCALATION = re.compile(
     r"\b(?:(?<!case )(?<!care )supervisors?|(?<!case )(?<!care )managers?|team ?lead(?:er)?s?"
     r"|(?:my|our|your|the) lead\b|boss|director|escalat\w*"
     r"|(?:someone|somebody|anyone|anybody|whoever(?:'s| is)?) (?:above you|higher up|senior|more senior"
-    r"|in charge|who runs|with (?:more )?authority)|(?:pharmacist|nurse|person) in charge|charge nurse"
+    r"|in charge|who runs|with (?:more )?authority)|above you|(?:pharmacist|nurse|person) in charge|charge nurse"
     r"|formal (?:complaint|grievance)|grievance|complaints? team)\b", _I)
 _ESCALATION_NEGATED = re.compile(
     r"\b(?:(?:don't|do not|won't|didn't|doesn't) (?:need|want)|no need for|not asking for|without"
@@ -160,7 +169,7 @@ _ACKNOWLEDGED = _words(
     r"splendid", r"(?:that's a|what a) relief", r"good news", r"makes sense", r"it works",
     r"you (?:saved|made) my", r"i(?:'ll| will) (?:swing|come|pop|be) (?:by|over|in)",
     r"i(?:'ll| will) (?:let (?:her|him|them) know|tell (?:her|him|them))", r"thanks? a (?:lot|ton|bunch)",
-    r"that helps", r"(?:oh )?good", r"lovely", r"cool", r"sweet")
+    r"that helps", r"(?:oh )?good", r"lovely", r"cool", r"sweet", r"appreciat\w*")
 # ... or did not: the caller leaves complaining, threatening, or still stuck.
 _COMPLAINT = _words(
     r"ridiculous", r"unbelievable", r"useless", r"forget it", r"still stuck", r"somewhere else",
@@ -211,11 +220,15 @@ def _sentences(turn: Turn):
     return _SENTENCE.finditer(turn.text)
 
 
-def _phi_disclosed(turn: Turn, kinds: frozenset[str], clinical: bool) -> dict | None:
+def _phi_disclosed(turn: Turn, kinds: frozenset[str], clinical: bool, cued_ids: bool = False) -> dict | None:
     """The first PHI of ``kinds`` the turn speaks (a raw identifier or a placeholder left by
-    redaction), or clinical information when ``clinical``."""
-    spans = [(s.start, s.end) for s in find_phi(turn.text) if s.kind in kinds]
-    spans += [m.span() for m in PLACEHOLDER_RE.finditer(turn.text) if m.group()[1:-1] in kinds]
+    redaction), or clinical information when ``clinical``. With ``cued_ids`` a bare number-bearing
+    ``ID`` counts only after an identity cue ("my social is", "number"): ASR turns a caller's
+    amounts and mumbles into digit runs."""
+    found = [(s.start, s.end, s.kind) for s in find_phi(turn.text)]
+    found += [(*m.span(), m.group()[1:-1]) for m in PLACEHOLDER_RE.finditer(turn.text)]
+    spans = [(start, end) for start, end, kind in found if kind in kinds
+             and (kind != "ID" or not cued_ids or _ID_CUE.search(turn.text[max(0, start - 40):start]))]
     if clinical:
         spans += [m.span() for pattern in _CLINICAL for m in pattern.finditer(turn.text)]
     return _quote(turn, *min(spans)) if spans else None
@@ -223,9 +236,12 @@ def _phi_disclosed(turn: Turn, kinds: frozenset[str], clinical: bool) -> dict | 
 
 def _verification_requested(turn: Turn) -> bool:
     """An agent sentence asking for identity details ("Name and birth date?", "can you confirm your
-    member number"). A phone number alone is a look-up, not a verification."""
+    member number"), or naming them without giving any value (ASR drops the "need" of "I'll need
+    your date of birth"). A phone number alone is a look-up, not a verification."""
     return turn.role == "agent" and any(
-        _IDENTITY_ITEM.search(s.group()) and (_ASKS.search(s.group()) or s.group().rstrip().endswith("?"))
+        _IDENTITY_ITEM.search(s.group()) and (_ASKS.search(s.group()) or s.group().rstrip().endswith("?")
+                                              or not _phi_disclosed(Turn(0, "", s.group()), _DISCLOSABLE_KINDS,
+                                                                    clinical=False))
         for s in _sentences(turn))
 
 
@@ -272,7 +288,7 @@ def assess_call_with_rules(turns: TurnsLike) -> CallAssessment:
         if turn.role == "agent":
             quote = _phi_disclosed(turn, _DISCLOSABLE_KINDS, clinical=True)
         elif requested is None or turn.turn_index < requested:
-            quote = _phi_disclosed(turn, _VOLUNTEERED_KINDS, clinical=False)
+            quote = _phi_disclosed(turn, _VOLUNTEERED_KINDS, clinical=False, cued_ids=True)
         else:
             quote = None
         if quote:
@@ -290,7 +306,10 @@ def assess_call_with_rules(turns: TurnsLike) -> CallAssessment:
     values["phi_requested_unnecessarily"], evidence["phi_requested_unnecessarily"] = _flag(
         unnecessary, bool(agent))
 
-    disclosed = any(_discloses_recording(t) for t in agent[:DISCLOSURE_WITHIN_AGENT_TURNS])
+    # The call's opening counts whoever diarization says spoke it: a swapped role must not turn a
+    # disclosure into a missing one.
+    opening = {t.turn_index: t for t in [*agent[:DISCLOSURE_WITHIN_AGENT_TURNS], *turns[:OPENING_TURNS]]}
+    disclosed = any(_discloses_recording(t) for t in opening.values())
     missing = [] if disclosed or not agent else [_quote(agent[0], 0, len(agent[0].text))]
     values["missing_recording_disclosure"], evidence["missing_recording_disclosure"] = _flag(
         missing, bool(agent))
@@ -327,6 +346,8 @@ def _billing(turns: list[Turn]) -> tuple[list[str], list[dict]]:
 
 
 def _discloses_recording(turn: Turn) -> bool:
+    if any(not _NOT.search(turn.text[:m.start()]) for m in _RECORDING_OPENING.finditer(turn.text)):
+        return True
     return any(
         _CHANNEL.search(s.group()) and any(not _NOT.search(s.group()[:m.start()])
                                            for m in _RECORDING.finditer(s.group()))
@@ -341,7 +362,8 @@ def _resolution(turns: list[Turn]) -> tuple[bool | None, list[dict]]:
        sent it to her, she'll call you") is pending.
     2. with no agent outcome, the caller's last reaction: an acknowledgement ("that clears it up")
        is resolved; a complaint, a threat to complain or "still stuck" is not.
-    3. a caller who only says thanks after being helped counts as resolved.
+    3. a caller who only says thanks after being helped counts as resolved;
+    4. an outcome sentence under either role label (:func:`_any_role_outcome`).
     ``None`` only when the call gives none of these signals.
     """
     agent_last: tuple[bool, dict] | None = None
@@ -364,11 +386,24 @@ def _resolution(turns: list[Turn]) -> tuple[bool | None, list[dict]]:
                     customer_last = (True, _quote(turn, *span))
                 elif _THANKS.search(text):
                     thanks = _quote(turn, *span)
-    decided = agent_last or customer_last or ((True, thanks) if thanks else None)
+    decided = agent_last or customer_last or ((True, thanks) if thanks else None) or _any_role_outcome(turns)
     if decided is None:
         return None, []
     resolved, quote = decided
     return resolved, [quote] if resolved else []
+
+
+def _any_role_outcome(turns: list[Turn]) -> tuple[bool, dict] | None:
+    """The last outcome sentence whoever said it: diarization sometimes swaps the roles, and a call
+    whose agent outcomes landed under the customer's label still ended one way or the other."""
+    last = None
+    for turn in turns:
+        for sentence in _sentences(turn):
+            if _NOT_DONE.search(sentence.group()):
+                last = (False, _quote(turn, sentence.start(), sentence.end()))
+            elif _OUTCOME.search(sentence.group()):
+                last = (True, _quote(turn, sentence.start(), sentence.end()))
+    return last
 
 
 def _sentiment(customer: list[Turn]) -> str | None:

@@ -19,6 +19,7 @@ Run ``python -m callintel_dagster.tools.compliance_eval --part dev`` for the fas
 from __future__ import annotations
 
 import argparse
+import difflib
 import json
 import random
 import re
@@ -47,6 +48,12 @@ EXPECT_KEYS = {
 SCORED_FLAGS = tuple(EXPECT_KEYS.values())
 ROLES = {"A": "agent", "C": "customer"}
 _TOKEN = re.compile(r"\S+")
+_NUMBER_WORDS = frozenset(
+    "zero oh one two three four five six seven eight nine ten eleven twelve thirteen fourteen fifteen "
+    "sixteen seventeen eighteen nineteen twenty thirty forty fifty sixty seventy eighty ninety hundred "
+    "thousand first second third fourth fifth sixth seventh eighth ninth tenth".split())
+# A transcribed word at least this similar to the script word it stands for still reveals it.
+REVEALING_SIMILARITY = 0.6
 
 
 # --- corpus and split -------------------------------------------------------------------------------
@@ -176,10 +183,12 @@ def transcribed_redaction_recall(truth: Mapping[str, Mapping],
     """Token-level recall of redaction on the PHI as the pipeline transcribed it.
 
     ``truth`` maps a call id to its sidecar; ``stored_turns`` to the turn texts the pipeline wrote
-    (redacted at rest). The stored words are aligned to the script words (word-level Levenshtein);
-    every stored word aligned to a PHI word of the script is one PHI token as transcribed, and it
-    counts as redacted only if it is a placeholder. A mangled identifier ("418 willow away") thus
-    counts every surviving word as a leak; words the ASR dropped cannot leak and are not counted.
+    (redacted at rest). The stored words are aligned to the script words (word-level Levenshtein).
+    A stored word aligned to a PHI word of the script is a PHI token as transcribed when it still
+    carries the identifier: a placeholder (redacted), or a word with a digit, a number word, or a word
+    close to the script's (:func:`_reveals`; leaked). So "418 willow away" for "418 Willow Lane" is two
+    leaked tokens: "away" reveals nothing, and words ASR garbled beyond recognition or dropped are
+    not counted.
     """
     found, total = {}, {}
     for call_id, record in truth.items():
@@ -187,12 +196,20 @@ def transcribed_redaction_recall(truth: Mapping[str, Mapping],
         reference = [token for turn in record["turns"] for token in _phi_token_mask(turn["text"], phi)]
         hypothesis = [token for text in stored_turns.get(call_id, []) for token in _TOKEN.findall(text)]
         for ref_index, hyp_index in _align([_norm(t) for t, _ in reference], [_norm(t) for t in hypothesis]):
-            kind = reference[ref_index][1]
+            word, kind = reference[ref_index]
             if kind is None or hyp_index is None:
                 continue
-            total[kind] = total.get(kind, 0) + 1
-            found[kind] = found.get(kind, 0) + bool(PLACEHOLDER_RE.search(hypothesis[hyp_index]))
+            redacted = bool(PLACEHOLDER_RE.search(hypothesis[hyp_index]))
+            if redacted or _reveals(hypothesis[hyp_index], word):
+                total[kind] = total.get(kind, 0) + 1
+                found[kind] = found.get(kind, 0) + redacted
     return _recall(found, total)
+
+
+def _reveals(transcribed: str, spoken: str) -> bool:
+    heard, said = _norm(transcribed), _norm(spoken)
+    return (any(c.isdigit() for c in heard) or heard in _NUMBER_WORDS
+            or difflib.SequenceMatcher(None, heard, said).ratio() >= REVEALING_SIMILARITY)
 
 
 def _norm(token: str) -> str:
