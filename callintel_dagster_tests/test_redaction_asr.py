@@ -10,7 +10,13 @@ from __future__ import annotations
 import pytest
 
 from callintel_dagster.engines.model_cache import loaded_model_keys
-from callintel_dagster.engines.redaction import PLACEHOLDER_RE, find_phi, redact_slice, redact_text
+from callintel_dagster.engines.redaction import (
+    PLACEHOLDER_RE,
+    find_phi,
+    redact_call,
+    redact_slice,
+    redact_text,
+)
 
 
 @pytest.mark.parametrize(("text", "leak"), [
@@ -60,3 +66,15 @@ def test_person_recognizer_loads_once_and_slices_stay_substrings():
     assert redact_slice(text, 0, len(text)) == redacted
     redact_text("And Doris Whitfield again.")
     assert loaded_model_keys().count("presidio-person") == 1
+
+
+def test_an_answer_to_an_identity_question_is_redacted_however_asr_spelled_it():
+    turns = ["Can I have your full name and date of birth?", "Every six. 19 hundred eighty. Thanks.",
+             "Thanks. Can you read me your member number?", "Sure, it's M .E. 8 and the A .R. 6.",
+             "Great. What day works for you?", "Friday at 2 is fine, thanks."]
+    roles = ["agent", "customer"] * 3
+    redacted = [text for text, _ in redact_call(turns, roles)]
+    assert not any(leak in redacted[1] for leak in ("six", "19", "eighty")) and "[DOB]" in redacted[1]
+    assert not any(leak in redacted[3] for leak in (" 8 ", "6.", ".E.")) and "[MEMBER_ID]" in redacted[3]
+    assert redacted[5] == turns[5]  # not an identity question: left alone
+    assert [text for text, _ in redact_call(turns, ["agent"] * 6)] == [redact_text(t)[0] for t in turns]

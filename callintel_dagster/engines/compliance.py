@@ -36,7 +36,7 @@ from pydantic import (
 )
 
 from .llm_client import LLMClient, LLMUnavailableError, run_bounded
-from .redaction import PHI_KINDS, redact_text
+from .redaction import PHI_KINDS, redact_call
 
 Sentiment = Literal["positive", "neutral", "negative"]
 Status = Literal["ok", "malformed", "unavailable"]
@@ -207,7 +207,8 @@ def normalize_turns(turns: TurnsLike) -> list[Turn]:
 
 
 def redact_transcript(turns: list[Turn]) -> list[Turn]:
-    return [dataclasses.replace(turn, text=redact_text(turn.text)[0]) for turn in turns]
+    redacted = redact_call([turn.text for turn in turns], [turn.role for turn in turns])
+    return [dataclasses.replace(turn, text=text) for turn, (text, _) in zip(turns, redacted, strict=True)]
 
 
 # --- prompt ----------------------------------------------------------------------------------------

@@ -215,9 +215,10 @@ def _presidio_analyzer():
     return AnalyzerEngine(nlp_engine=engine, supported_languages=["en"])
 
 
-def redact_text(text: str) -> tuple[str, list[Span]]:
-    """Replace every PHI span with its typed placeholder; spans index into the *original* text."""
-    spans = find_phi(text)
+def redact_text(text: str, context_spans: Sequence[Span] = ()) -> tuple[str, list[Span]]:
+    """Replace every PHI span with its typed placeholder; spans index into the *original* text.
+    ``context_spans`` (see :func:`identity_answer_spans`) are added where no pattern span is."""
+    spans = sorted(_non_overlapping(list(context_spans), find_phi(text)), key=lambda span: span.start)
     pieces, cursor = [], 0
     for span in spans:
         pieces += [text[cursor:span.start], span.placeholder]
@@ -246,10 +247,72 @@ def redact_slice(text: str, start: int, end: int) -> str:
     return redacted[r_start:r_end]
 
 
+# --- answers to identity questions ----------------------------------------------------------------
+# What a caller says right after "name and date of birth?" is identity, however ASR spelled it
+# ("Every six. 19 hundred eighty", "M .E. 8 and the A .R. 6"): no pattern can read that, the
+# question can.
+_ASKED = (
+    ("DOB", re.compile(r"\b(?:date of|birth ?date|birthday|dob|born)\b", re.I)),
+    ("MEMBER_ID", re.compile(r"\b(?:member|id|policy|social|ssn|number)\b", re.I)),
+    ("ADDRESS", re.compile(r"\baddress\b", re.I)),
+    ("PHONE", re.compile(r"\bphone\b", re.I)),
+)
+_NAME_ASKED = re.compile(r"\bname\b", re.I)
+_QUESTION = re.compile(r"\?|\b(?:can|could|may|what|need|please|tell|give|read|confirm|verify)\b", re.I)
+_NUMBERISH = re.compile(
+    rf"^(?:.*\d.*|{_UNIT}|{_TEEN}|{_TENS}|hundred|thousand|oh|zero|{_ORDINAL_WORD}|{_MONTH}|"
+    rf"(?:{_TENS})-{_UNIT}|(?:{_TENS})-{_ORDINAL_UNIT})$", re.I)
+_SPELLED = re.compile(r"^(?!I$)\.?[A-Z](?:\.?[A-Z]){0,3}\.?$")
+_STARTERS = frozenset(
+    "I I'm I've It It's That That's This Yes Yeah Yep Sure Okay Ok OK Alright All Right Thanks Thank Hi "
+    "Hello Hey Well So And But The A An Sorry Oh Um Uh No Let My Is Just Of Member Number".split())
+
+
+def identity_answer_spans(question: str, answer: str) -> list[Span]:
+    """PHI spans in ``answer`` when it replies to an identity ``question``: number-bearing words,
+    number and month words, spelled letters (ids), and capitalised words when a name was asked."""
+    if not _QUESTION.search(question):
+        return []
+    asked = [kind for kind, pattern in _ASKED if pattern.search(question)]
+    name_asked = bool(_NAME_ASKED.search(question))
+    if not asked and not name_asked:
+        return []
+    spans: list[Span] = []
+    for match in re.finditer(r"[^\s,;:!?]+", answer):
+        word = match.group().strip(".'\"-")
+        if PLACEHOLDER_RE.search(match.group()) or not word:
+            continue
+        if asked and (_NUMBERISH.match(word) or _SPELLED.match(word)):
+            kind = asked[0]
+        elif name_asked and word[0].isupper() and word not in _STARTERS:
+            kind = "NAME"
+        else:
+            continue
+        if spans and spans[-1].kind == kind and not answer[spans[-1].end:match.start()].strip(" ,.-"):
+            spans[-1] = Span(kind, spans[-1].start, match.end(), answer[spans[-1].start:match.end()])
+        else:
+            spans.append(Span(kind, match.start(), match.end(), match.group()))
+    return spans
+
+
+def redact_call(texts: Sequence[str], roles: Sequence[str]) -> list[tuple[str, list[Span]]]:
+    """:func:`redact_text` for one call's turns in order, with a customer turn that answers the
+    agent's identity question also redacted by :func:`identity_answer_spans`."""
+    results = []
+    for index, (text, role) in enumerate(zip(texts, roles, strict=True)):
+        context = []
+        if index and role == "customer" and roles[index - 1] == "agent":
+            context = identity_answer_spans(str(texts[index - 1]), str(text))
+        results.append(redact_text(str(text), context))
+    return results
+
+
 def redact_turns(turns: pd.DataFrame | Iterable[Mapping]) -> pd.DataFrame:
-    """Transcript turns with ``text`` redacted and a ``phi_kinds`` column (sorted kinds found)."""
+    """One call's transcript turns (in order) with ``text`` redacted and a ``phi_kinds`` column
+    (sorted kinds found); answers to identity questions are redacted too when roles are known."""
     frame = pd.DataFrame(turns).copy()
-    results = [redact_text(str(text)) for text in frame["text"]]
+    roles = list(frame["role"]) if "role" in frame else [""] * len(frame)
+    results = redact_call(list(frame["text"]), roles)
     frame["text"] = [redacted for redacted, _ in results]
     frame["phi_kinds"] = [sorted({span.kind for span in spans}) for _, spans in results]
     return frame

@@ -31,7 +31,7 @@ from typing import Any, Literal
 import yaml
 
 from callintel_dagster.demo_calls import DemoScript, flag_scores, iter_truth, write_demo_calls
-from callintel_dagster.engines.redaction import PLACEHOLDER_RE, find_phi
+from callintel_dagster.engines.redaction import PLACEHOLDER_RE, redact_call
 
 CORPUS_DIR = Path(__file__).with_name("eval_corpus")
 SPLIT_SEED = 12
@@ -162,12 +162,13 @@ def _phi_token_mask(text: str, phi: Sequence[tuple[str, str]]) -> list[tuple[str
 
 
 def text_redaction_recall(scripts: Sequence[DemoScript]) -> dict[str, Any]:
-    """Token-level recall of :func:`find_phi` on the PHI spoken in the scripts, as written."""
+    """Token-level recall of redaction (:func:`redact_call`) on the PHI spoken in the scripts."""
     found, total = {}, {}
     for script in scripts:
         phi = [(p["kind"], p["text"]) for p in script.body["phi"]]
-        for turn in script.transcript():
-            spans = find_phi(turn["text"])
+        turns = script.transcript()
+        redacted = redact_call([t["text"] for t in turns], [t["role"] for t in turns])
+        for turn, (_, spans) in zip(turns, redacted, strict=True):
             for match, (_, kind) in zip(_TOKEN.finditer(turn["text"]), _phi_token_mask(turn["text"], phi),
                                         strict=True):
                 if kind is None:
