@@ -10,6 +10,8 @@ null), which is still a valid answer.
 
 from __future__ import annotations
 
+import copy
+
 
 def _answer(sentiment, resolved, billing, topics, phi_early, phi_asked, no_disclosure, escalation,
             summary, **evidence) -> dict:
@@ -85,6 +87,4 @@ NO_FIXTURE = _answer(None, None, None, [], None, None, None, None, "No fixture m
 
 def answer_for(user_message: str) -> dict:
     """The fixture whose phrase is in the transcript, else :data:`NO_FIXTURE` (a fresh copy)."""
-    import copy
-
     return copy.deepcopy(next((answer for phrase, answer in FIXTURES if phrase in user_message), NO_FIXTURE))
