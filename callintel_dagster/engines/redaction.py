@@ -41,15 +41,18 @@ _TEEN = r"(?:ten|eleven|twelve|thirteen|fourteen|fifteen|sixteen|seventeen|eight
 _ORDINAL_UNIT = r"(?:first|second|third|fourth|fifth|sixth|seventh|eighth|ninth)"
 _ORDINAL_WORD = (rf"(?:{_ORDINAL_UNIT}|tenth|eleventh|twelfth|(?:thir|four|fif|six|seven|eigh|nine)teenth"
                  rf"|twentieth|thirtieth|(?:twenty|thirty)[- ]?{_ORDINAL_UNIT})")
-_DAY = rf"(?:\d{{1,2}}(?:st|nd|rd|th)?|(?:the\s+)?{_ORDINAL_WORD})"
+_DAY_WORD = rf"(?:the\s+)?{_ORDINAL_WORD}"
+_DAY = rf"(?:\d{{1,2}}(?:st|nd|rd|th)?|{_DAY_WORD})"
 # A year as digits or as spoken: "nineteen eighty-eight", "nineteen oh five", "two thousand and nine".
 _YEAR = (rf"(?:\d{{4}}|(?:nineteen|twenty)[\s-]+(?:hundred|oh[\s-]+{_UNIT}|{_TEEN}|{_TENS}(?:[\s-]+{_UNIT})?)"
          rf"|two thousand(?:\s+and)?(?:[\s-]+(?:{_UNIT}|{_TEEN}|{_TENS}(?:[\s-]+{_UNIT})?))?)")
 # Numeric (03/14/1980, 3-14-80), ISO (1980-03-14), "March 14th, 1980", "14th of March 1980",
-# "March third nineteen eighty", "the fourteenth of March".
+# "March third nineteen eighty", "the fourteenth of March", "May first nineteen ninety".
 _DATE = (
     rf"(?:\b\d{{1,2}}[/-]\d{{1,2}}[/-]\d{{2,4}}\b|\b\d{{4}}-\d{{2}}-\d{{2}}\b"
-    rf"|\b{_MONTH}\.?\s+{_DAY}\b(?:,?\s+{_YEAR}\b)?"
+    rf"|\b(?!may\b){_MONTH}\.?\s+{_DAY}\b(?:,?\s+{_YEAR}\b)?"
+    # "you may first need": the modal verb is a date only with a numeric day or a year after it.
+    rf"|\bmay\s+(?:\d{{1,2}}(?:st|nd|rd|th)?\b(?:,?\s+{_YEAR}\b)?|{_DAY_WORD}\s+{_YEAR}\b)"
     rf"|\b{_DAY}\s+of\s+{_MONTH}\b(?:,?\s+{_YEAR}\b)?)"
 )
 # An identifier as typed ("ABC123456") or as ASR writes a spoken one ("M K 7 7 4 0", "HP 531 -0427").
