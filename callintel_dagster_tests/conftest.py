@@ -10,7 +10,11 @@ import dagster as dg
 import pandas as pd
 import pyarrow
 import pytest
-from dagster._core.remote_origin import RegisteredCodeLocationOrigin, RemoteJobOrigin, RemoteRepositoryOrigin
+from dagster._core.remote_origin import (
+    RegisteredCodeLocationOrigin,
+    RemoteJobOrigin,
+    RemoteRepositoryOrigin,
+)
 from pydantic import Field
 
 from callintel_dagster.definitions import ASSETS

@@ -1,8 +1,9 @@
 """A real loopback HTTP server speaking the OpenAI chat-completions API, with fault injection.
 
 Tests drive the production code path end to end — the real ``openai`` SDK, real sockets, real
-timeouts — against a deterministic "model": by default it answers with the rules engine's assessment
-of the transcript found in the prompt's data block, so its answers are valid and reproducible.
+timeouts — against a deterministic "model": by default it answers with the hand-written fixture of
+the call in the prompt's data block (:mod:`llm_fixtures`), never with the rules engine's output, so
+the LLM path is tested against answers the code under test did not produce.
 
 Faults are scripted per request. A queue can be bound to a *key* (any substring of the request, such
 as a phrase from one call's transcript); requests containing the key take faults from that queue,
@@ -20,8 +21,7 @@ from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Literal
 
-from callintel_dagster.engines.compliance import parse_transcript_block
-from callintel_dagster.engines.rules import assess_call_with_rules
+from callintel_dagster_tests.llm_fixtures import answer_for
 
 FaultKind = Literal["valid", "answer", "malformed_json", "missing_fields", "wrong_types",
                     "http_429", "http_500", "slow", "context_length", "content_filter", "content_filter_error"]
@@ -133,9 +133,8 @@ class FakeOpenAIServer:
 
     @staticmethod
     def default_answer(body: dict) -> dict:
-        """The rules engine's assessment of the transcript in the (first) user message."""
-        prompt = next(m["content"] for m in body["messages"] if m["role"] == "user")
-        return assess_call_with_rules(parse_transcript_block(prompt)).model_dump()
+        """The fixture answer for the transcript in the (first) user message."""
+        return answer_for(next(m["content"] for m in body["messages"] if m["role"] == "user"))
 
     def _handler_class(self) -> type[BaseHTTPRequestHandler]:
         server = self

@@ -16,7 +16,8 @@ import pytest
 
 from callintel_dagster.tools import bench, cli
 
-SECTIONS = ("machine", "timestamps", "settings", "sample_call", "tone_model", "compliance_flags", "throughput")
+SECTIONS = ("machine", "timestamps", "settings", "sample_call", "tone_model", "compliance_flags",
+            "compliance_corpus", "throughput")
 
 
 def _number(value) -> bool:
@@ -83,12 +84,16 @@ def test_quick_bench_reports_every_section(tmp_path, capsys):
         "wall_seconds", "peak_rss_mb", "speedup_vs_pipeline_model_stages", "speedup_vs_pipeline_end_to_end"))
     assert _number(tput["backfill"]["wall_seconds"]) and tput["backfill"]["calls"] == tput["calls"]
 
+    corpus = report["compliance_corpus"]  # --quick: the test part on its script text only
+    assert corpus["corpus_calls"] >= 60 and corpus["split_seed"] and corpus["audio_pipeline"] is None
+    assert _number(corpus["script_text"]["macro_f1"]) and _number(corpus["script_text_redaction"]["recall"])
+
     markdown = (out / "results.md").read_text()
     assert markdown in capsys.readouterr().out
-    for heading in ("## 1.", "## 2.", "## 3.", "## 4."):
+    for heading in ("## 1.", "## 2.", "## 3.", "## 3b.", "## 4."):
         assert heading in markdown
     tables = _tables(markdown)
-    assert len(tables) == 6
+    assert len(tables) == 7
     for table in tables:
         assert set(table[1].replace("|", "")) == {"-"}, "second row of a table is its separator"
         assert len({_cells(line) for line in table}) == 1, f"ragged table:\n{chr(10).join(table)}"

@@ -24,7 +24,11 @@ from dagster_pipes import decode_param
 from callintel_dagster.engines import task_spec
 from callintel_dagster.engines.audio import sha256_of
 from callintel_dagster.engines.characteristics import CharacteristicsTask
-from callintel_dagster.engines.task_spec import TaskSpecError, task_from_spec, task_to_spec
+from callintel_dagster.engines.task_spec import (
+    TaskSpecError,
+    task_from_spec,
+    task_to_spec,
+)
 from callintel_dagster.engines.tone import ToneConfig, ToneTask
 from callintel_dagster.resources.compute import RESULT_COLUMNS, CallCompute
 from callintel_dagster.resources.databricks import (
@@ -475,7 +479,10 @@ def test_the_pyannote_token_is_read_from_the_worker_environment(monkeypatch, tmp
     """The diarization config carries no token; loading the pipeline reads HF_TOKEN where it runs."""
     from pyannote.audio import Pipeline
 
-    from callintel_dagster.engines.diarize import DiarizationConfig, _load_pyannote_pipeline
+    from callintel_dagster.engines.diarize import (
+        DiarizationConfig,
+        _load_pyannote_pipeline,
+    )
 
     seen = []
 

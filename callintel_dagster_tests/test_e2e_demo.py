@@ -4,6 +4,7 @@ sample call and broken files, with real models, real Spark tasks and real Delta 
 from __future__ import annotations
 
 import json
+import re
 
 import dagster as dg
 import pytest
@@ -27,6 +28,24 @@ from callintel_dagster_tests.conftest import (
 
 SCRIPTED = ["billing-dispute", "phi-before-verification", "dead-air"]
 FLAGS = ["billing_detected", "phi_before_verification", "missing_recording_disclosure"]
+_DIGIT = r"(?:zero|oh|one|two|three|four|five|six|seven|eight|nine)"
+# Shapes an identifier takes once ASR has written it, whoever's it is: the scan does not need to
+# know the scripted strings ("418 willow away", "HP 531 -0427", "five five five oh one four three").
+PHI_SHAPES = {
+    "id with a letter prefix": re.compile(r"\b[A-Z]{1,4}[\s-]{0,2}\d(?:[\s-]{0,2}\d){4,}\b"),
+    "spoken digit run": re.compile(rf"\b{_DIGIT}(?:[\s,-]+{_DIGIT}){{4,}}\b", re.I),
+    "house number where someone lives": re.compile(r"\b(?:live[sd]?|living|i'm|she's|he's)\s+(?:at|on)\s+\d{1,5}\s+[a-z]",
+                                                   re.I),
+    "month, day and year": re.compile(r"\b(?:jan|feb|mar|apr|may|jun|jul|aug|sep|oct|nov|dec)[a-z]*\.?\s+\d{1,2}"
+                                      r"(?:st|nd|rd|th)?,?\s+(?:19|20)\d\d\b", re.I),
+    "ssn": re.compile(r"\b\d{3}[- ]\d{2}[- ]\d{4}\b"),
+}
+# Free text written from transcripts: where a spoken identifier could surface.
+TEXT_COLUMNS = ("text", "summary", "evidence_json", "issues", "outcomes", "action_items")
+
+
+def phi_shapes_in(text: str) -> list[tuple[str, str]]:
+    return [(name, match.group()) for name, pattern in PHI_SHAPES.items() for match in pattern.finditer(text)]
 
 
 @pytest.mark.slow
@@ -83,8 +102,15 @@ def test_pipeline_matches_ground_truth_on_scripted_calls(resources, blob_root, d
     written["event log"] = " ".join(str(event) for event in result.all_events).lower()
     leaks = {(where, phi) for where, text in written.items() for phi in spoken_phi if phi in text}
     assert not leaks, f"PHI leaked: {sorted(leaks)}"
-
+    # ...nor anything shaped like an identifier, however ASR spelled it.
     page = (tmp_path / "dashboards" / "latest.html").read_text()
+    free_text = {f"{table}.{column}": " | ".join(map(str, frame[column].dropna()))
+                 for table in lakehouse.tables() for frame in [lakehouse.read(table)]
+                 for column in TEXT_COLUMNS if column in frame}
+    free_text["dashboard"] = re.sub(r"\d{4}-\d{2}-\d{2}(?:[T ][\d:.+Z-]+)?", " ", page)
+    shaped = {where: hits for where, text in free_text.items() if (hits := phi_shapes_in(text))}
+    assert not shaped, f"PHI-shaped text written: {shaped}"
+
     assert all(chart_id in page for chart_id in CHART_IDS.values())
     json.dumps(scores)  # the bench report serialises these
 

@@ -176,7 +176,11 @@ def test_the_wheel_carries_its_data_and_the_cli_works_installed_outside_the_repo
 
 
 def test_a_write_waits_for_erasure_holding_the_lakehouse_lock(lakehouse):
-    from callintel_dagster.resources.locks import LakehouseLockTimeout, lakehouse_lock, lock_key
+    from callintel_dagster.resources.locks import (
+        LakehouseLockTimeout,
+        lakehouse_lock,
+        lock_key,
+    )
 
     day = as_date(DAY_ONE)
     impatient = lakehouse.model_copy(update={"write_lock_timeout_s": 0.3})

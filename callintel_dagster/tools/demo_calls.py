@@ -201,17 +201,19 @@ def load_scripts() -> list[DemoScript]:
 
 
 def write_demo_calls(blob_root: Path, dates: list[str] | None = None,
-                     names: Collection[str] | None = None) -> list[Path]:
+                     names: Collection[str] | None = None,
+                     scripts: list[DemoScript] | None = None) -> list[Path]:
     """Synthesize the demo calls (skipping ones already current) and return their audio paths.
 
     ``dates`` defaults to :data:`DEMO_DATES`; a script's ``day`` indexes into it. ``names`` limits
     the run to those scripts (fast tests, or re-listening to one script while editing it).
+    ``scripts`` replaces the demo scripts (the evaluation corpus of ``tools/compliance_eval``).
     """
     if dates is None:
         dates = DEMO_DATES
     written = []
     with tempfile.TemporaryDirectory(prefix="callintel-demo-") as workdir:
-        for script in load_scripts():
+        for script in load_scripts() if scripts is None else scripts:
             if names is not None and script.name not in names:
                 continue
             target = script.audio_path(Path(blob_root), dates)

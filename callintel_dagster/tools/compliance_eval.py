@@ -1,0 +1,374 @@
+"""Compliance evaluation on calls written apart from the rules: corpus, fixed split, scores.
+
+The demo scripts were written after ``engines/rules.py`` and use its trigger phrases, so scoring the
+rules on them measures the rules on the text they were written for (the bench keeps that figure as a
+smoke test). The corpus in ``eval_corpus/*.yaml`` was written before the rules were broadened, in
+everyday wording: outcomes without the word "resolved", third-party callers, agent-offered and
+caller-demanded escalations, negated mentions ("this is not about a bill"), disclosures phrased
+every which way, several clinics, agents and customer voices.
+
+The split is fixed by :data:`SPLIT_SEED`: rules and prompts may be tuned on the ``dev`` part only;
+the ``test`` part is scored once, by ``make bench``, through the whole audio pipeline
+(:func:`audio_evaluation`) and on the script text (:func:`text_evaluation`).
+
+Each call expands to a demo-script body, so the demo machinery (TTS voices, telephone line, truth
+sidecars, :func:`~callintel_dagster.tools.demo_calls.flag_scores`) synthesizes and scores it unchanged.
+Run ``python -m callintel_dagster.tools.compliance_eval --part dev`` for the fast text-level loop.
+"""
+
+from __future__ import annotations
+
+import argparse
+import difflib
+import json
+import random
+import re
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+from callintel_dagster.engines.redaction import PLACEHOLDER_RE, redact_call
+from callintel_dagster.tools.demo_calls import (
+    DemoScript,
+    flag_scores,
+    iter_truth,
+    write_demo_calls,
+)
+
+CORPUS_DIR = Path(__file__).with_name("eval_corpus")
+SPLIT_SEED = 12
+TEST_SHARE = 0.4
+Part = Literal["dev", "test", "all"]
+# Corpus shorthand -> the flag it states. These five are the flags the targets are set on.
+EXPECT_KEYS = {
+    "billing": "billing_detected",
+    "resolved": "issue_resolved",
+    "phi_early": "phi_before_verification",
+    "no_disclosure": "missing_recording_disclosure",
+    "escalation": "escalation_requested",
+}
+SCORED_FLAGS = tuple(EXPECT_KEYS.values())
+ROLES = {"A": "agent", "C": "customer"}
+_TOKEN = re.compile(r"\S+")
+_NUMBER_WORDS = frozenset(
+    "zero oh one two three four five six seven eight nine ten eleven twelve thirteen fourteen fifteen "
+    "sixteen seventeen eighteen nineteen twenty thirty forty fifty sixty seventy eighty ninety hundred "
+    "thousand first second third fourth fifth sixth seventh eighth ninth tenth".split())
+# A transcribed word at least this similar to the script word it stands for still reveals it.
+REVEALING_SIMILARITY = 0.6
+
+
+# --- corpus and split -------------------------------------------------------------------------------
+
+def load_corpus() -> list[DemoScript]:
+    """Every corpus call as a demo script (the ``day`` is set when a part is synthesized)."""
+    scripts = []
+    for path in sorted(CORPUS_DIR.glob("*.yaml")):
+        scripts += [DemoScript(call["name"], _body(call)) for call in yaml.safe_load(path.read_text())]
+    names = [script.name for script in scripts]
+    if len(set(names)) != len(names):
+        raise ValueError("corpus call names must be unique")
+    return scripts
+
+
+def _body(call: Mapping) -> dict:
+    expect = call["expect"]
+    expected = {flag: expect.get(key) for key, flag in EXPECT_KEYS.items()}
+    expected |= {"phi_requested_unnecessarily": None, "angry_caller": None,
+                 "overall_sentiment": expect.get("sentiment")}
+    turns = [{ROLES[role]: text} for line in call["turns"] for role, text in line.items()]
+    return {"scenario": f"Evaluation corpus call {call['name']}.", "agent_id": call["agent"], "day": 0,
+            "channel": call["channel"], "customer": {"voice": call["voice"]}, "expected": expected,
+            "phi": [{"kind": kind, "text": text} for kind, text in call.get("phi", [])], "turns": turns}
+
+
+def split(names: Sequence[str], seed: int = SPLIT_SEED) -> dict[str, str]:
+    """``name -> 'dev' | 'test'``: a seeded shuffle of the sorted names, the first
+    :data:`TEST_SHARE` of them test. Adding calls re-draws the split; the seed makes it repeatable."""
+    order = sorted(names)
+    random.Random(seed).shuffle(order)
+    n_test = round(len(order) * TEST_SHARE)
+    return {name: "test" if rank < n_test else "dev" for rank, name in enumerate(order)}
+
+
+def corpus_part(part: Part) -> list[DemoScript]:
+    scripts = load_corpus()
+    parts = split([script.name for script in scripts])
+    return [script for script in scripts if part == "all" or parts[script.name] == part]
+
+
+# --- scoring ----------------------------------------------------------------------------------------
+
+def score(predicted: Mapping[str, Mapping], truth: Mapping[str, Mapping]) -> dict[str, Any]:
+    """Per-flag P/R/F1 on the five target flags, their macro-F1, how often ``issue_resolved`` was
+    left null, and sentiment accuracy. ``truth`` maps a call key to its ``expected`` flags."""
+    scores = flag_scores(predicted, truth)
+    per_flag = {flag: _rounded(scores[flag]) for flag in SCORED_FLAGS if flag in scores}
+    f1s = [per_flag[flag]["f1"] or 0.0 for flag in SCORED_FLAGS if flag in per_flag]
+    sentiments = [(predicted.get(key, {}).get("overall_sentiment"), expected["overall_sentiment"])
+                  for key, expected in truth.items() if expected.get("overall_sentiment")]
+    return {
+        "calls": len(truth),
+        "per_flag": per_flag,
+        "macro_f1": round(sum(f1s) / len(f1s), 4) if f1s else None,
+        "issue_resolved_null_rate": round(
+            sum(predicted.get(key, {}).get("issue_resolved") is None for key in truth) / len(truth), 4)
+        if truth else None,
+        "sentiment_accuracy": round(sum(g == e for g, e in sentiments) / len(sentiments), 4)
+        if sentiments else None,
+    }
+
+
+def _rounded(scores: Mapping) -> dict:
+    return {key: round(value, 4) if isinstance(value, float) else value for key, value in scores.items()}
+
+
+def assessment_flags(assessment) -> dict:
+    """The scored fields of a :class:`~callintel_dagster.engines.compliance.CallAssessment`."""
+    return {flag: assessment.flag(flag) for flag in SCORED_FLAGS} | {
+        "overall_sentiment": assessment.overall_sentiment}
+
+
+def text_evaluation(part: Part = "dev", assess=None) -> dict[str, Any]:
+    """Scores of an assessor (default: the rules engine) on the script text of one part: perfect
+    words and speakers, so this isolates the compliance logic from ASR and diarization."""
+    if assess is None:
+        from callintel_dagster.engines.rules import assess_call_with_rules as assess
+    scripts = corpus_part(part)
+    predicted = {s.name: assessment_flags(assess(s.transcript())) for s in scripts}
+    return score(predicted, {s.name: s.body["expected"] for s in scripts})
+
+
+def misses(part: Part = "dev", assess=None) -> list[str]:
+    """One line per wrong or undecided flag on the script text: the dev loop's to-do list."""
+    if assess is None:
+        from callintel_dagster.engines.rules import assess_call_with_rules as assess
+    lines = []
+    for script in corpus_part(part):
+        got = assessment_flags(assess(script.transcript()))
+        for flag, expected in script.body["expected"].items():
+            if flag in got and expected is not None and got[flag] != expected:
+                lines.append(f"{script.name}: {flag} expected {expected}, got {got[flag]}")
+    return lines
+
+
+# --- redaction recall -------------------------------------------------------------------------------
+
+def _phi_token_mask(text: str, phi: Sequence[tuple[str, str]]) -> list[tuple[str, str | None]]:
+    """``(token, PHI kind or None)`` for the whitespace tokens of one reference turn."""
+    spans = []
+    for kind, value in phi:
+        spans += [(m.start(), m.end(), kind) for m in re.finditer(re.escape(value), text)]
+    return [(m.group(), next((kind for s, e, kind in spans if m.start() < e and s < m.end()), None))
+            for m in _TOKEN.finditer(text)]
+
+
+def text_redaction_recall(scripts: Sequence[DemoScript]) -> dict[str, Any]:
+    """Token-level recall of redaction (:func:`redact_call`) on the PHI spoken in the scripts."""
+    found, total = {}, {}
+    for script in scripts:
+        phi = [(p["kind"], p["text"]) for p in script.body["phi"]]
+        turns = script.transcript()
+        redacted = redact_call([t["text"] for t in turns], [t["role"] for t in turns])
+        for turn, (_, spans) in zip(turns, redacted, strict=True):
+            for match, (_, kind) in zip(_TOKEN.finditer(turn["text"]), _phi_token_mask(turn["text"], phi),
+                                        strict=True):
+                if kind is None:
+                    continue
+                total[kind] = total.get(kind, 0) + 1
+                covered = any(s.start < match.end() and match.start() < s.end for s in spans)
+                found[kind] = found.get(kind, 0) + covered
+    return _recall(found, total)
+
+
+def transcribed_redaction_recall(truth: Mapping[str, Mapping],
+                                 stored_turns: Mapping[str, Sequence[str]]) -> dict[str, Any]:
+    """Token-level recall of redaction on the PHI as the pipeline transcribed it.
+
+    ``truth`` maps a call id to its sidecar; ``stored_turns`` to the turn texts the pipeline wrote
+    (redacted at rest). The stored words are aligned to the script words (word-level Levenshtein).
+    A stored word aligned to a PHI word of the script is a PHI token as transcribed when it still
+    carries the identifier: a placeholder (redacted), or a word with a digit, a number word, or a word
+    close to the script's (:func:`_reveals`; leaked). So "418 willow away" for "418 Willow Lane" is two
+    leaked tokens: "away" reveals nothing, and words ASR garbled beyond recognition or dropped are
+    not counted.
+    """
+    found, total = {}, {}
+    for call_id, record in truth.items():
+        phi = [(p["kind"], p["text"]) for p in record["phi"]]
+        reference = [token for turn in record["turns"] for token in _phi_token_mask(turn["text"], phi)]
+        hypothesis = [token for text in stored_turns.get(call_id, []) for token in _TOKEN.findall(text)]
+        for ref_index, hyp_index in _align([_norm(t) for t, _ in reference], [_norm(t) for t in hypothesis]):
+            word, kind = reference[ref_index]
+            if kind is None or hyp_index is None:
+                continue
+            redacted = bool(PLACEHOLDER_RE.search(hypothesis[hyp_index]))
+            if redacted or _reveals(hypothesis[hyp_index], word):
+                total[kind] = total.get(kind, 0) + 1
+                found[kind] = found.get(kind, 0) + redacted
+    return _recall(found, total)
+
+
+def _reveals(transcribed: str, spoken: str) -> bool:
+    heard, said = _norm(transcribed), _norm(spoken)
+    return (any(c.isdigit() for c in heard) or heard in _NUMBER_WORDS
+            or difflib.SequenceMatcher(None, heard, said).ratio() >= REVEALING_SIMILARITY)
+
+
+def _norm(token: str) -> str:
+    if PLACEHOLDER_RE.search(token):
+        return "\0placeholder"  # never equal to a script word: aligned only as a substitution
+    return re.sub(r"[^\w]", "", token.lower())
+
+
+def _align(ref: Sequence[str], hyp: Sequence[str]) -> list[tuple[int, int | None]]:
+    """``(ref index, hyp index or None)`` pairs of a minimum-edit word alignment (deletions: None).
+    A hypothesis word is paired with at most one reference word."""
+    n, m = len(ref), len(hyp)
+    cost = [[0] * (m + 1) for _ in range(n + 1)]
+    for i in range(1, n + 1):
+        cost[i][0] = i
+    for j in range(1, m + 1):
+        cost[0][j] = j
+    for i in range(1, n + 1):
+        for j in range(1, m + 1):
+            cost[i][j] = min(cost[i - 1][j - 1] + (ref[i - 1] != hyp[j - 1]),
+                             cost[i - 1][j] + 1, cost[i][j - 1] + 1)
+    pairs, i, j = [], n, m
+    while i > 0:
+        if j > 0 and cost[i][j] == cost[i - 1][j - 1] + (ref[i - 1] != hyp[j - 1]):
+            pairs.append((i - 1, j - 1))
+            i, j = i - 1, j - 1
+        elif cost[i][j] == cost[i - 1][j] + 1:
+            pairs.append((i - 1, None))
+            i -= 1
+        else:
+            j -= 1
+    return pairs[::-1]
+
+
+def _recall(found: Mapping[str, int], total: Mapping[str, int]) -> dict[str, Any]:
+    tokens = sum(total.values())
+    return {"recall": round(sum(found.values()) / tokens, 4) if tokens else None, "tokens": tokens,
+            "per_kind": {kind: {"recall": round(found.get(kind, 0) / n, 4), "tokens": n}
+                         for kind, n in sorted(total.items())}}
+
+
+# --- through the audio pipeline ---------------------------------------------------------------------
+
+def audio_evaluation(work: Path, resources: Mapping[str, Any], call_date: str,
+                     part: Part = "test") -> dict[str, Any]:
+    """Synthesize one part of the corpus into ``work/blobs/<call_date>/``, run ``call_pipeline_job``
+    on that partition with ``resources`` (whose blob store and lakehouse must live under ``work``),
+    and score what the pipeline wrote: the flags and the redaction of the stored transcripts."""
+    import dagster as dg
+    import pandas as pd
+
+    from callintel_dagster.definitions import defs
+
+    scripts = corpus_part(part)
+    started = time.perf_counter()
+    write_demo_calls(work / "blobs", [call_date], scripts=scripts)
+    synthesized = time.perf_counter()
+    job = dg.Definitions(assets=defs.assets, asset_checks=defs.asset_checks, jobs=defs.jobs,
+                         resources=dict(resources)).resolve_job_def("call_pipeline_job")
+    with dg.DagsterInstance.ephemeral() as instance:
+        result = job.execute_in_process(partition_key=call_date, instance=instance, raise_on_error=False)
+    if not result.success:
+        raise RuntimeError(f"call_pipeline_job failed on the {part} corpus")
+    lakehouse = resources["lakehouse"]
+    flags = lakehouse.read("compliance_flags")
+    predicted = {row["call_id"]: {name: None if pd.isna(row[name]) else row[name]
+                                  for name in (*SCORED_FLAGS, "overall_sentiment")}
+                 for row in flags.to_dict("records")}
+    truth = {t["call_id"]: t for _, t in iter_truth(work / "blobs") if t["expected"] is not None}
+    turns = lakehouse.read("transcripts").sort_values(["call_id", "turn_index"])
+    stored = {call_id: list(group["text"]) for call_id, group in turns.groupby("call_id")}
+    return {
+        "part": part,
+        "calls": len(truth),
+        "audio_minutes": round(sum(t["duration_s"] for t in truth.values()) / 60, 2),
+        "synthesis_seconds": round(synthesized - started, 1),
+        "pipeline_seconds": round(time.perf_counter() - synthesized, 1),
+        "flags": score(predicted, {call_id: t["expected"] for call_id, t in truth.items()}),
+        "redaction_as_transcribed": transcribed_redaction_recall(truth, stored),
+    }
+
+
+def corpus_section(work: Path, resources: Mapping[str, Any] | None, call_date: str) -> dict[str, Any]:
+    """The bench's corpus section: the split, the test part on its script text and, unless
+    ``resources`` is None (``bench --quick``), through the audio pipeline."""
+    scripts = load_corpus()
+    parts = split([s.name for s in scripts])
+    test = [s for s in scripts if parts[s.name] == "test"]
+    return {
+        "corpus_calls": len(scripts),
+        "split_seed": SPLIT_SEED,
+        "test_calls": sorted(s.name for s in test),
+        "script_text": text_evaluation("test"),
+        "script_text_redaction": text_redaction_recall(test),
+        "audio_pipeline": None if resources is None else audio_evaluation(work, resources, call_date, "test"),
+    }
+
+
+def render_markdown(section: Mapping[str, Any]) -> list[str]:
+    """Markdown lines for the bench report."""
+    text, audio = section["script_text"], section["audio_pipeline"]
+    pipe = audio["flags"] if audio else {"per_flag": {}}
+    text_redaction = section["script_text_redaction"]
+    audio_redaction = audio["redaction_as_transcribed"] if audio else {"recall": None, "tokens": "–"}
+    lines = [
+        f"## 3b. Compliance on the evaluation corpus (test part: {len(section['test_calls'])} of "
+        f"{section['corpus_calls']} calls, split seed {section['split_seed']})",
+        "",
+        "| flag | support | script text P / R / F1 | audio pipeline P / R / F1 |",
+        "|---|---|---|---|",
+        *(f"| {flag} | {text['per_flag'][flag]['support']} | {_prf(text['per_flag'][flag])} | "
+          f"{_prf(pipe['per_flag'].get(flag))} |" for flag in SCORED_FLAGS if flag in text["per_flag"]),
+        f"| **macro-F1** | | {_fmt(text['macro_f1'])} | {_fmt(pipe.get('macro_f1'))} |",
+        f"| issue_resolved null rate | | {_fmt(text['issue_resolved_null_rate'])} | "
+        f"{_fmt(pipe.get('issue_resolved_null_rate'))} |",
+        f"| sentiment accuracy | | {_fmt(text['sentiment_accuracy'])} | {_fmt(pipe.get('sentiment_accuracy'))} |",
+        f"| PHI redaction recall (tokens) | | {_fmt(text_redaction['recall'])} ({text_redaction['tokens']}) | "
+        f"{_fmt(audio_redaction['recall'])} ({audio_redaction['tokens']}) |",
+        "",
+    ]
+    if audio:
+        lines += [f"Audio: {audio['calls']} calls, {audio['audio_minutes']} min, synthesized in "
+                  f"{audio['synthesis_seconds']} s, pipeline {audio['pipeline_seconds']} s.", ""]
+    else:
+        lines += ["Audio pipeline skipped (`--quick`).", ""]
+    return lines
+
+
+def _prf(scores: Mapping | None) -> str:
+    if not scores:
+        return "–"
+    return " / ".join(_fmt(scores[key]) for key in ("precision", "recall", "f1"))
+
+
+def _fmt(value: Any) -> str:
+    if value is None:
+        return "–"
+    return f"{value:.3f}" if isinstance(value, float) else str(value)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Text-level scores (and misses) of the rules engine on one part of the corpus."""
+    parser = argparse.ArgumentParser(prog="python -m callintel_dagster.tools.compliance_eval")
+    parser.add_argument("--part", choices=("dev", "test", "all"), default="dev")
+    parser.add_argument("--misses", action="store_true", help="list every wrong or undecided flag")
+    args = parser.parse_args(argv)
+    report = {"scores": text_evaluation(args.part),
+              "redaction": text_redaction_recall(corpus_part(args.part))}
+    print(json.dumps(report, indent=2))
+    if args.misses:
+        print("\n".join(misses(args.part)))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
