@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import os
 import uuid
 from pathlib import Path
 
@@ -192,3 +193,27 @@ def pipeline_resources(resources: dict, tmp_path: Path, tone_dir: str, compute: 
         "categories": CategorySettings(),
         "alert_channels": AlertChannels(dashboard_url=str(tmp_path / "dashboards")),
     }
+
+
+@pytest.fixture(scope="module")
+def spark_connect_url() -> str:
+    """A Sail Spark Connect server (Delta Lake) on loopback, for `SparkDeltaLakehouse(remote=...)`.
+
+    pyspark allows one kind of session per process, and other tests in the same worker may have a
+    local JVM session open: it is stopped first (the local compute re-creates it on its next use), and
+    the remote session is stopped before the server at the end."""
+    from pysail.spark import SparkConnectServer
+    from pyspark.sql import SparkSession
+
+    local = SparkSession.getActiveSession()
+    if local is not None:
+        local.stop()
+    server = SparkConnectServer(ip="127.0.0.1", port=0)
+    server.start(background=True)
+    url = f"sc://127.0.0.1:{server.listening_address[1]}"
+    yield url
+    SparkSession.builder.remote(url).getOrCreate().stop()
+    server.stop()
+    # pyspark marks the whole process as Spark Connect once a remote session exists; later tests in
+    # this worker start local sessions again.
+    os.environ.pop("SPARK_CONNECT_MODE_ENABLED", None)

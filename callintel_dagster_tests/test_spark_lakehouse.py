@@ -16,28 +16,13 @@ from callintel_dagster.tables import CALL_SUMMARIES
 D1, D2 = dt.date(2026, 11, 23), dt.date(2026, 11, 24)
 
 
-@pytest.fixture(scope="module")
-def sail_url():
-    from pysail.spark import SparkConnectServer
-
-    server = SparkConnectServer(ip="127.0.0.1", port=0)
-    server.start(background=True)
-    _, port = server.listening_address
-    url = f"sc://127.0.0.1:{port}"
-    yield url
-    from pyspark.sql import SparkSession
-
-    SparkSession.builder.remote(url).getOrCreate().stop()  # the client session goes before the server
-    server.stop()
-
-
 @pytest.fixture
-def lakehouse(sail_url, request):
+def lakehouse(spark_connect_url, request):
     from pyspark.sql import SparkSession
 
     schema = f"callintel_{request.node.name[-40:].replace('[', '_').replace(']', '_')}"
-    SparkSession.builder.remote(sail_url).getOrCreate().sql(f"CREATE DATABASE IF NOT EXISTS {schema}")
-    return SparkDeltaLakehouse(catalog="sail", schema_name=schema, remote=sail_url)
+    SparkSession.builder.remote(spark_connect_url).getOrCreate().sql(f"CREATE DATABASE IF NOT EXISTS {schema}")
+    return SparkDeltaLakehouse(catalog="sail", schema_name=schema, remote=spark_connect_url)
 
 
 def _summaries(call_ids: list[str], day: dt.date, source: str = "extractive") -> pd.DataFrame:

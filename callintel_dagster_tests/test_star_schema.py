@@ -131,43 +131,36 @@ def test_fact_assets_write_the_star_schema(resources, lakehouse):
     assert list(FACT_TURN_TONE.rows([row]).columns) == FACT_TURN_TONE.payload_columns
 
 
-def test_databricks_views_run_on_spark_sql_over_the_tables_the_lakehouse_writes():
+def test_databricks_views_run_on_spark_sql_over_the_tables_the_lakehouse_writes(spark_connect_url):
     """The generated SQL on a real Spark Connect engine (Sail), over fact tables written by
     `SparkDeltaLakehouse`, the production write path."""
     import datetime as dt
 
-    from pysail.spark import SparkConnectServer
     from pyspark.sql import SparkSession
 
     from callintel_dagster.resources.lakehouse import SparkDeltaLakehouse
     from callintel_dagster.tables import FACT_CALL, FACT_FLAG
 
-    server = SparkConnectServer(ip="127.0.0.1", port=0)
-    server.start(background=True)
-    url = f"sc://127.0.0.1:{server.listening_address[1]}"
+    url = spark_connect_url
     spark = SparkSession.builder.remote(url).getOrCreate()
-    try:
-        spark.sql("CREATE DATABASE IF NOT EXISTS silver")
-        lakehouse = SparkDeltaLakehouse(catalog="sail", schema_name="silver", remote=url)
-        day = dt.date(2026, 11, 24)
-        rows = {
-            FACT_CALL: [{"call_id": "call-a-000000001", "agent_id": "agent-1", "duration_s": 10.0, "qa_priority": 50}],
-            FACT_FLAG: [{"call_id": "call-a-000000001", "agent_id": "agent-2", "flag": "billing_detected", "evidence_index": 0}],
-            FACT_TURN_TONE: [{"call_id": "call-a-000000001", "agent_id": "agent-1", "turn_index": 0, "role": "agent",
-                              "start_s": 0.0, "sentiment": 0.1, "sentiment_label": "neutral"}],
-        }
-        for table, payload in rows.items():
-            assert lakehouse.write_validated(table, table.rows(payload).assign(call_date=day, run_id="r"), [day]).written
-        for statement in databricks_views_sql("sail", "silver", "gold").split(";\n"):
-            if statement.strip():
-                spark.sql(statement.strip().rstrip(";"))
-        assert [r.agent_id for r in spark.sql("SELECT agent_id FROM sail.gold.dim_agent ORDER BY agent_id").collect()] == [
-            "agent-1", "agent-2"]
-        date = spark.sql("SELECT * FROM sail.gold.dim_date").collect()
-        assert [(r.date, r.year, r.month, r.weekday) for r in date] == [(day, 2026, "2026-11", "Tue")]
-        for fact in FACTS:
-            columns = spark.sql(f"SELECT * FROM sail.gold.{fact.name}").columns
-            assert columns == [c for c in fact.columns if c not in HIDDEN_COLUMNS]
-    finally:
-        spark.stop()
-        server.stop()
+    spark.sql("CREATE DATABASE IF NOT EXISTS silver")
+    lakehouse = SparkDeltaLakehouse(catalog="sail", schema_name="silver", remote=url)
+    day = dt.date(2026, 11, 24)
+    rows = {
+        FACT_CALL: [{"call_id": "call-a-000000001", "agent_id": "agent-1", "duration_s": 10.0, "qa_priority": 50}],
+        FACT_FLAG: [{"call_id": "call-a-000000001", "agent_id": "agent-2", "flag": "billing_detected", "evidence_index": 0}],
+        FACT_TURN_TONE: [{"call_id": "call-a-000000001", "agent_id": "agent-1", "turn_index": 0, "role": "agent",
+                          "start_s": 0.0, "sentiment": 0.1, "sentiment_label": "neutral"}],
+    }
+    for table, payload in rows.items():
+        assert lakehouse.write_validated(table, table.rows(payload).assign(call_date=day, run_id="r"), [day]).written
+    for statement in databricks_views_sql("sail", "silver", "gold").split(";\n"):
+        if statement.strip():
+            spark.sql(statement.strip().rstrip(";"))
+    assert [r.agent_id for r in spark.sql("SELECT agent_id FROM sail.gold.dim_agent ORDER BY agent_id").collect()] == [
+        "agent-1", "agent-2"]
+    date = spark.sql("SELECT * FROM sail.gold.dim_date").collect()
+    assert [(r.date, r.year, r.month, r.weekday) for r in date] == [(day, 2026, "2026-11", "Tue")]
+    for fact in FACTS:
+        columns = spark.sql(f"SELECT * FROM sail.gold.{fact.name}").columns
+        assert columns == [c for c in fact.columns if c not in HIDDEN_COLUMNS]
