@@ -187,6 +187,11 @@ _SPACY_LABELS_IGNORED = ("CARDINAL", "DATE", "EVENT", "FAC", "GPE", "LANGUAGE", 
                          "ORDINAL", "ORG", "PERCENT", "PRODUCT", "QUANTITY", "TIME", "WORK_OF_ART")
 
 
+# Capitalised technical words the small spaCy model takes for names in error texts ("Invalid JSON: …"),
+# which `llm_client.scrub` redacts before they reach the event log.
+NOT_NAMES = ("Invalid JSON", "JSON")
+
+
 def person_spans(text: str) -> list[tuple[int, int]]:
     """Character spans of person names by Presidio's spaCy recognizer (possessive "'s" dropped).
     Catches the names no cue announces; a sentence without a capitalised word skips the model."""
@@ -194,7 +199,7 @@ def person_spans(text: str) -> list[tuple[int, int]]:
         return []
     analyzer = cached_model("presidio-person", _presidio_analyzer)
     spans = []
-    for result in analyzer.analyze(text=text, language="en", entities=["PERSON"]):
+    for result in analyzer.analyze(text=text, language="en", entities=["PERSON"], allow_list=list(NOT_NAMES)):
         if result.score >= PERSON_MIN_SCORE:
             end = result.end - 2 if text[result.start:result.end].endswith(("'s", "\u2019s")) else result.end
             spans.append((result.start, end))

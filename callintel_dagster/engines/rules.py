@@ -23,10 +23,9 @@ from __future__ import annotations
 
 import re
 
-from vaderSentiment.vaderSentiment import SentimentIntensityAnalyzer
-
-from .compliance import CallAssessment, Turn, TurnsLike, normalize_turns
+from .compliance import HIPAA_FIELDS, CallAssessment, Turn, TurnsLike, normalize_turns
 from .redaction import PLACEHOLDER_RE, find_phi, redact_slice
+from .sentiment import compound
 
 MAX_QUOTES_PER_FLAG = 5
 # An agent who has not mentioned recording within its first turns did not disclose it in the sense
@@ -195,7 +194,6 @@ _ENTHUSIASM = re.compile(
     r"|made my day|good news|feel (?:much |a lot )?better|sweet|cool)\b", _I)
 ENTHUSIASTIC_VADER = 0.75  # a closing turn this positive is warm whatever its words
 NEGATIVE_MEAN = -0.2
-_vader = SentimentIntensityAnalyzer()
 
 
 def _quote(turn: Turn, start: int, end: int) -> dict:
@@ -325,9 +323,7 @@ def assess_call_with_rules(turns: TurnsLike) -> CallAssessment:
         "issue_resolved": values["issue_resolved"],
         "billing_detected": values["billing_detected"],
         "billing_topics": topics,
-        "hipaa_risk": {name: values[name] for name in
-                       ("phi_before_verification", "phi_requested_unnecessarily",
-                        "missing_recording_disclosure")},
+        "hipaa_risk": {name: values[name] for name in HIPAA_FIELDS},
         "escalation_requested": values["escalation_requested"],
         "summary": _summary(turns, topics, values, sentiment),
         "evidence": evidence,
@@ -416,7 +412,7 @@ def _sentiment(customer: list[Turn]) -> str | None:
         return None
     upset = [bool(_FRUSTRATION.search(t.text) or _COMPLAINT.search(t.text)
                   or _first(_ESCALATION, t, _ESCALATION_NEGATED)) for t in customer]
-    scores = [_vader.polarity_scores(t.text)["compound"] for t in customer]
+    scores = [compound(t.text) for t in customer]
     warm_close = any((_ENTHUSIASM.search(t.text) or score >= ENTHUSIASTIC_VADER) and not angry
                      for t, score, angry in list(zip(customer, scores, upset, strict=True))[-2:])
     frustrated = sum(upset)
@@ -431,9 +427,7 @@ def _summary(turns: list[Turn], topics: list[str], values: dict, sentiment: str 
     billing = f"Billing discussed ({', '.join(topics)})" if topics else "No billing discussed"
     outcome = {True: "issue resolved", False: "issue not resolved", None: "resolution unclear"}[
         values["issue_resolved"]]
-    risks = [name.replace("_", " ").replace("phi", "PHI") for name in
-             ("phi_before_verification", "phi_requested_unnecessarily", "missing_recording_disclosure")
-             if values[name]]
+    risks = [name.replace("_", " ").replace("phi", "PHI") for name in HIPAA_FIELDS if values[name]]
     return (f"Rules-based assessment of {len(turns)} turns; customer sentiment "
             f"{sentiment or 'unknown'}. {billing}; {outcome}. "
             f"HIPAA risks: {', '.join(risks) if risks else 'none detected'}.")
