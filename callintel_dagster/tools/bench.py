@@ -40,6 +40,7 @@ from typing import Any
 
 from callintel_dagster.tools import compliance_eval
 from callintel_dagster.tools.demo_calls import DEMO_DATES
+from callintel_dagster.tools.report_format import fmt, prf
 
 # Stages whose work the sequential baseline repeats (decode + VAD, ASR + diarization, tone).
 BASELINE_STAGES = ("valid_segments", "transcripts", "tone_scores")
@@ -580,27 +581,27 @@ def render_markdown(report: dict[str, Any]) -> str:
         "",
         "| metric | value |",
         "|---|---|",
-        f"| WER, Whisper tiny.en, whole call vs sample.stm | {_fmt(sample['wer'])} |",
-        f"| DER vs sample.rttm, collar 0 | {_fmt(sample['der_collar_0'])} |",
-        f"| DER vs sample.rttm, collar 0.25 s | {_fmt(sample['der_collar_0_25'])} |",
+        f"| WER, Whisper tiny.en, whole call vs sample.stm | {fmt(sample['wer'])} |",
+        f"| DER vs sample.rttm, collar 0 | {fmt(sample['der_collar_0'])} |",
+        f"| DER vs sample.rttm, collar 0.25 s | {fmt(sample['der_collar_0_25'])} |",
         "",
         f"Models loaded (median of {sample['warm_runs']} warm run(s)); the first call's extra time is reported as load.",
         "",
         "| stage | seconds | real-time factor | first call s | load s |",
         "|---|---|---|---|---|",
-        *(f"| {stage} | {_fmt(row['seconds'])} | {_fmt(row['real_time_factor'])} | "
-          f"{_fmt(row['first_call_seconds'])} | {_fmt(row['load_seconds'])} |" for stage, row in sample["stages"].items()),
-        f"| **all** | {_fmt(sample['total_seconds'])} | {_fmt(sample['total_real_time_factor'])} | | |",
+        *(f"| {stage} | {fmt(row['seconds'])} | {fmt(row['real_time_factor'])} | "
+          f"{fmt(row['first_call_seconds'])} | {fmt(row['load_seconds'])} |" for stage, row in sample["stages"].items()),
+        f"| **all** | {fmt(sample['total_seconds'])} | {fmt(sample['total_real_time_factor'])} | | |",
         "",
         "## 2. Tone model (held-out EmoFilm scenes)",
         "",
         "| metric | value |",
         "|---|---|",
-        f"| accuracy | {_fmt(tone['held_out_accuracy'])} |",
-        f"| macro-F1 | {_fmt(tone['held_out_macro_f1'])} |",
-        f"| chance (majority / uniform) | {_fmt(tone['chance_majority'])} / {_fmt(tone['chance_uniform'])} |",
-        f"| stricter voice-cluster split: accuracy / macro-F1 | {_fmt(tone['voice_cluster_accuracy'])} / "
-        f"{_fmt(tone['voice_cluster_macro_f1'])} |",
+        f"| accuracy | {fmt(tone['held_out_accuracy'])} |",
+        f"| macro-F1 | {fmt(tone['held_out_macro_f1'])} |",
+        f"| chance (majority / uniform) | {fmt(tone['chance_majority'])} / {fmt(tone['chance_uniform'])} |",
+        f"| stricter voice-cluster split: accuracy / macro-F1 | {fmt(tone['voice_cluster_accuracy'])} / "
+        f"{fmt(tone['voice_cluster_macro_f1'])} |",
         f"| clips, source | {tone['n_clips']}, {tone['source']} |",
         "",
         f"## 3. Smoke test: compliance flags on the demo scripts ({flags['calls']} calls)",
@@ -611,11 +612,11 @@ def render_markdown(report: dict[str, Any]) -> str:
         "| flag | support | truth text P / R / F1 | pipeline P / R / F1 |",
         "|---|---|---|---|",
         *(f"| {flag} | {flags['ground_truth_text']['per_flag'][flag]['support']} | "
-          f"{_prf(flags['ground_truth_text']['per_flag'][flag])} | {_prf(flags['pipeline']['per_flag'].get(flag))} |"
+          f"{prf(flags['ground_truth_text']['per_flag'][flag])} | {prf(flags['pipeline']['per_flag'].get(flag))} |"
           for flag in flags["flags"] if flag in flags["ground_truth_text"]["per_flag"]),
-        f"| **macro-F1** | | {_fmt(flags['ground_truth_text']['macro_f1'])} | {_fmt(flags['pipeline']['macro_f1'])} |",
-        f"| sentiment accuracy | | {_fmt(flags['ground_truth_text']['sentiment_accuracy'])} | "
-        f"{_fmt(flags['pipeline']['sentiment_accuracy'])} |",
+        f"| **macro-F1** | | {fmt(flags['ground_truth_text']['macro_f1'])} | {fmt(flags['pipeline']['macro_f1'])} |",
+        f"| sentiment accuracy | | {fmt(flags['ground_truth_text']['sentiment_accuracy'])} | "
+        f"{fmt(flags['pipeline']['sentiment_accuracy'])} |",
         "",
         *compliance_eval.render_markdown(report["compliance_corpus"]),
         f"## 4. Throughput end to end ({tput['calls']} calls, {tput['audio_minutes']} min of audio, "
@@ -623,24 +624,24 @@ def render_markdown(report: dict[str, Any]) -> str:
         "",
         "| stage | wall s | audio s / wall s | Spark wall s | task s | task s / wall s |",
         "|---|---|---|---|---|---|",
-        *(f"| {row['stage']} | {_fmt(row['wall_seconds'])} | {_fmt(row['audio_seconds_per_wall_second'])} | "
-          f"{_fmt(row['spark_wall_seconds'])} | {_fmt(row['task_seconds'])} | {_fmt(row['inference_share'])} |"
+        *(f"| {row['stage']} | {fmt(row['wall_seconds'])} | {fmt(row['audio_seconds_per_wall_second'])} | "
+          f"{fmt(row['spark_wall_seconds'])} | {fmt(row['task_seconds'])} | {fmt(row['inference_share'])} |"
           for row in tput["stages"]),
         "",
         "| figure | value |",
         "|---|---|",
-        f"| pipeline runs, wall s (per date) | {_fmt(tput['pipeline_wall_seconds'])} "
-        f"({', '.join(_fmt(run['wall_seconds']) for run in tput['runs'])}) |",
-        f"| pipeline audio s / wall s | {_fmt(tput['pipeline_audio_seconds_per_wall_second'])} |",
-        f"| model task s / run wall s | {_fmt(tput['model_share_of_run_wall'])} |",
-        f"| pipeline peak RSS (process + Spark), MB | {_fmt(tput['pipeline_peak_rss_mb'])} |",
-        f"| sequential loop wall s (decode → VAD → ASR → diarize → tone) | {_fmt(base['wall_seconds'])} |",
-        f"| sequential loop audio s / wall s | {_fmt(base['audio_seconds_per_wall_second'])} |",
-        f"| sequential loop peak RSS, MB | {_fmt(base['peak_rss_mb'])} |",
-        f"| speed-up, pipeline {' + '.join(BASELINE_STAGES)} ({_fmt(base['pipeline_same_stages_wall_seconds'])} s) "
-        f"vs loop | {_fmt(base['speedup_vs_pipeline_model_stages'])}× |",
-        f"| speed-up, whole pipeline vs loop | {_fmt(base['speedup_vs_pipeline_end_to_end'])}× |",
-        f"| dashboard backfill {tput['backfill']['dates']} as one run, wall s | {_fmt(tput['backfill']['wall_seconds'])} |",
+        f"| pipeline runs, wall s (per date) | {fmt(tput['pipeline_wall_seconds'])} "
+        f"({', '.join(fmt(run['wall_seconds']) for run in tput['runs'])}) |",
+        f"| pipeline audio s / wall s | {fmt(tput['pipeline_audio_seconds_per_wall_second'])} |",
+        f"| model task s / run wall s | {fmt(tput['model_share_of_run_wall'])} |",
+        f"| pipeline peak RSS (process + Spark), MB | {fmt(tput['pipeline_peak_rss_mb'])} |",
+        f"| sequential loop wall s (decode → VAD → ASR → diarize → tone) | {fmt(base['wall_seconds'])} |",
+        f"| sequential loop audio s / wall s | {fmt(base['audio_seconds_per_wall_second'])} |",
+        f"| sequential loop peak RSS, MB | {fmt(base['peak_rss_mb'])} |",
+        f"| speed-up, pipeline {' + '.join(BASELINE_STAGES)} ({fmt(base['pipeline_same_stages_wall_seconds'])} s) "
+        f"vs loop | {fmt(base['speedup_vs_pipeline_model_stages'])}× |",
+        f"| speed-up, whole pipeline vs loop | {fmt(base['speedup_vs_pipeline_end_to_end'])}× |",
+        f"| dashboard backfill {tput['backfill']['dates']} as one run, wall s | {fmt(tput['backfill']['wall_seconds'])} |",
         "",
         "Task seconds are summed over Spark tasks that run side by side, so task s / wall s can reach the "
         "number of Spark slots; they include each worker's first model load. A speed-up below 1 means the "
@@ -651,18 +652,8 @@ def render_markdown(report: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def _prf(scores: dict | None) -> str:
-    if not scores:
-        return "–"
-    return " / ".join(_fmt(scores[key]) for key in ("precision", "recall", "f1"))
 
 
-def _fmt(value: Any) -> str:
-    if value is None:
-        return "–"
-    if isinstance(value, float):
-        return f"{value:.3f}" if abs(value) < 10 else f"{value:.1f}"
-    return str(value)
 
 
 # --- helpers ------------------------------------------------------------------------------------------

@@ -37,6 +37,7 @@ from callintel_dagster.tools.demo_calls import (
     iter_truth,
     write_demo_calls,
 )
+from callintel_dagster.tools.report_format import fmt, prf
 
 CORPUS_DIR = Path(__file__).with_name("eval_corpus")
 SPLIT_SEED = 12
@@ -326,14 +327,14 @@ def render_markdown(section: Mapping[str, Any]) -> list[str]:
         "",
         "| flag | support | script text P / R / F1 | audio pipeline P / R / F1 |",
         "|---|---|---|---|",
-        *(f"| {flag} | {text['per_flag'][flag]['support']} | {_prf(text['per_flag'][flag])} | "
-          f"{_prf(pipe['per_flag'].get(flag))} |" for flag in SCORED_FLAGS if flag in text["per_flag"]),
-        f"| **macro-F1** | | {_fmt(text['macro_f1'])} | {_fmt(pipe.get('macro_f1'))} |",
-        f"| issue_resolved null rate | | {_fmt(text['issue_resolved_null_rate'])} | "
-        f"{_fmt(pipe.get('issue_resolved_null_rate'))} |",
-        f"| sentiment accuracy | | {_fmt(text['sentiment_accuracy'])} | {_fmt(pipe.get('sentiment_accuracy'))} |",
-        f"| PHI redaction recall (tokens) | | {_fmt(text_redaction['recall'])} ({text_redaction['tokens']}) | "
-        f"{_fmt(audio_redaction['recall'])} ({audio_redaction['tokens']}) |",
+        *(f"| {flag} | {text['per_flag'][flag]['support']} | {prf(text['per_flag'][flag])} | "
+          f"{prf(pipe['per_flag'].get(flag))} |" for flag in SCORED_FLAGS if flag in text["per_flag"]),
+        f"| **macro-F1** | | {fmt(text['macro_f1'])} | {fmt(pipe.get('macro_f1'))} |",
+        f"| issue_resolved null rate | | {fmt(text['issue_resolved_null_rate'])} | "
+        f"{fmt(pipe.get('issue_resolved_null_rate'))} |",
+        f"| sentiment accuracy | | {fmt(text['sentiment_accuracy'])} | {fmt(pipe.get('sentiment_accuracy'))} |",
+        f"| PHI redaction recall (tokens) | | {fmt(text_redaction['recall'])} ({text_redaction['tokens']}) | "
+        f"{fmt(audio_redaction['recall'])} ({audio_redaction['tokens']}) |",
         "",
     ]
     if audio:
@@ -344,16 +345,8 @@ def render_markdown(section: Mapping[str, Any]) -> list[str]:
     return lines
 
 
-def _prf(scores: Mapping | None) -> str:
-    if not scores:
-        return "–"
-    return " / ".join(_fmt(scores[key]) for key in ("precision", "recall", "f1"))
 
 
-def _fmt(value: Any) -> str:
-    if value is None:
-        return "–"
-    return f"{value:.3f}" if isinstance(value, float) else str(value)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
