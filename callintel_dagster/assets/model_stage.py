@@ -2,9 +2,10 @@
 engine task over all of them as one Spark job, quarantine the calls whose task failed, and return
 the rows of each output table, each row stamped with its call's date.
 
-A call that fails keeps the rows an earlier run wrote for it (`StageRun.keep_call_ids` narrows the
+A call that fails keeps the rows an earlier run wrote for it (`StageRun.kept_call_ids` narrows the
 partition MERGE's delete), so one crashed worker never erases a good transcript; its quarantine row
-says so until a later run succeeds.
+says so until a later run succeeds. A call whose inputs, settings and engine code are unchanged since
+its last run is not computed again (`assets/incremental.py`) and keeps its rows the same way.
 
 A single-run backfill (`BackfillPolicy.single_run`) hands these assets a whole date range, so a
 range is one Spark job with every model loaded once per worker, not one job per day."""
