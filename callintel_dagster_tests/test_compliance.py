@@ -33,7 +33,6 @@ from callintel_dagster.engines.compliance import (
     merge_with_rules,
     normalize_turns,
     parse_assessment,
-    parse_transcript_block,
     redact_transcript,
     validate_against_transcript,
 )
@@ -509,6 +508,13 @@ def test_an_echoed_prompt_in_an_error_is_cut_and_redacted(fake_openai_server):
     assert "123-45-6789" in json.dumps(fake_openai_server.requests[0]["body"])  # it was sent raw, as configured
     assert len(outcome.error) < ERROR_CHARS + 40 and "[SSN]" in outcome.error
     assert "123-45-6789" not in outcome.error and "04/02/1975" not in outcome.error
+
+
+def parse_transcript_block(message: str) -> list:
+    """The turns a prompt carried: the inverse of `build_user_message`, without the omission marker."""
+    lines = message.splitlines()
+    body = [json.loads(line) for line in lines[lines.index(TRANSCRIPT_OPEN) + 1: lines.index(TRANSCRIPT_CLOSE)]]
+    return normalize_turns(record for record in body if OMITTED_KEY not in record)
 
 
 def test_a_long_transcript_keeps_its_opening_and_ending_within_the_budget(fake_openai_server):

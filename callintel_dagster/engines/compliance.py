@@ -298,14 +298,6 @@ def build_messages(turns: list[Turn], omitted: tuple[int, int] | None = None) ->
             {"role": "user", "content": build_user_message(turns, omitted)}]
 
 
-def parse_transcript_block(message: str) -> list[Turn]:
-    """Inverse of :func:`build_user_message`, without the omission marker (used by test servers to
-    answer from the transcript)."""
-    lines = message.splitlines()
-    body = [json.loads(line) for line in lines[lines.index(TRANSCRIPT_OPEN) + 1: lines.index(TRANSCRIPT_CLOSE)]]
-    return normalize_turns(record for record in body if OMITTED_KEY not in record)
-
-
 # --- parse and validate ----------------------------------------------------------------------------
 
 class AssessmentError(ValueError):
