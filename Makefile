@@ -8,10 +8,16 @@ STAMP := $(VENV)/.installed
 # chromium for the dashboard browser test.
 APT_PACKAGES := ffmpeg default-jre-headless sox espeak-ng flite chromium chromium-driver
 PYTEST_ARGS ?=
+# Azurite, Microsoft's Azure Storage emulator: the real Azure Blob endpoint of the tests and of the
+# `azurite-local` profile. npm installs it (~360 MB of node_modules) into a git-ignored folder.
+AZURITE_VERSION := 3.37.0
+AZURITE_DIR := .tools/azurite
+AZURITE_STAMP := $(AZURITE_DIR)/.installed-$(AZURITE_VERSION)
+AZURITE_PORT ?= 10000
 
-.PHONY: install system-deps test test-fast demo dev bench clean
+.PHONY: install system-deps test test-fast demo dev bench clean azurite
 
-install: $(STAMP)
+install: $(STAMP) $(AZURITE_STAMP)
 
 system-deps:
 	@missing=$$(for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
@@ -36,10 +42,25 @@ $(STAMP): pyproject.toml | system-deps
 	$(BIN)/python -c "import torchaudio, pyannote.audio, faster_whisper, deltalake, pyspark, dagster"
 	touch $(STAMP)
 
-test: $(STAMP) system-deps
+# node 20 ships on the reference image; nodejs/npm come from apt only where they are missing.
+$(AZURITE_STAMP):
+	@command -v node >/dev/null && command -v npm >/dev/null || { \
+	  echo "installing Debian packages: nodejs npm"; \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends nodejs npm >/dev/null; }
+	npm install --prefix $(AZURITE_DIR) --no-audit --no-fund --loglevel=error "azurite@$(AZURITE_VERSION)"
+	touch $(AZURITE_STAMP)
+
+# The emulator for `CALLINTEL_DEPLOYMENT=azurite-local` (README "Azure Blob"), blobs kept under data/azurite.
+azurite: $(AZURITE_STAMP)
+	@mkdir -p data/azurite
+	@echo 'export AZURE_STORAGE_CONNECTION_STRING="DefaultEndpointsProtocol=http;AccountName=devstoreaccount1;AccountKey=Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw==;BlobEndpoint=http://127.0.0.1:$(AZURITE_PORT)/devstoreaccount1;"'
+	$(AZURITE_DIR)/node_modules/.bin/azurite-blob --blobHost 127.0.0.1 --blobPort $(AZURITE_PORT) --location data/azurite --skipApiVersionCheck --disableTelemetry --silent
+
+test: $(STAMP) $(AZURITE_STAMP) system-deps
 	$(BIN)/python -m pytest -n 2 --durations=15 $(PYTEST_ARGS)
 
-test-fast: $(STAMP)
+test-fast: $(STAMP) $(AZURITE_STAMP)
 	$(BIN)/python -m pytest -n 2 -m "not slow" $(PYTEST_ARGS)
 
 demo: $(STAMP) system-deps

@@ -8,6 +8,7 @@
 | `azure`            | Azure Blob / ADLS       | delta-rs on `CALLINTEL_LAKEHOUSE_ROOT`  | PySpark `local[*]`         |
 | `azure-databricks` | Azure Blob / ADLS       | delta-rs on `CALLINTEL_LAKEHOUSE_ROOT`  | Databricks GPU job (Pipes) |
 | `databricks-uc`    | Azure Blob / ADLS       | Unity Catalog via Spark SQL MERGE       | Databricks GPU job (Pipes) |
+| `azurite-local`    | Azure Blob on Azurite   | delta-rs, local folder                  | PySpark `local[*]`         |
 
 The compliance engine is the rules engine unless `CALLINTEL_LLM_BASE_URL` names an endpoint, in
 every profile. The resources are built when Dagster loads the code location (`@dg.definitions`),
@@ -62,7 +63,7 @@ from callintel_dagster.resources.reports import ReportSettings
 from callintel_dagster.resources.settings import AudioSettings
 from callintel_dagster.sensors import new_recordings_sensor
 
-DEPLOYMENTS = ("local", "azure", "azure-databricks", "databricks-uc")
+DEPLOYMENTS = ("local", "azure", "azure-databricks", "databricks-uc", "azurite-local")
 # The switches this one setting replaced; a leftover one would silently do nothing, so it is an error.
 _RETIRED_SWITCHES = ("CALLINTEL_ENV", "CALLINTEL_COMPUTE", "CALLINTEL_LAKEHOUSE")
 
@@ -78,11 +79,22 @@ def _env(name: str, default: str) -> str:
 
 
 def _azure_blob_store() -> BlobStore:
+    """The account key is the variable adlfs reads on the Spark workers too (no key: managed identity)."""
     return AzureBlobStore(
         account_name=dg.EnvVar("CALLINTEL_AZURE_ACCOUNT"),
         container=dg.EnvVar("CALLINTEL_AZURE_CONTAINER"),
         prefix=_env("CALLINTEL_AZURE_PREFIX", ""),
-        account_key=dg.EnvVar("AZURE_STORAGE_KEY"),
+        account_key=_secret("AZURE_STORAGE_ACCOUNT_KEY"),
+    )
+
+
+def _azurite_blob_store() -> BlobStore:
+    """The production Azure store on a local Azurite emulator: its connection string names the
+    emulator's endpoint and account, and the local Spark workers read the same variable."""
+    return AzureBlobStore(
+        container=_env("CALLINTEL_AZURE_CONTAINER", "recordings"),
+        prefix=_env("CALLINTEL_AZURE_PREFIX", ""),
+        connection_string=dg.EnvVar("AZURE_STORAGE_CONNECTION_STRING"),
     )
 
 
@@ -140,7 +152,9 @@ def build_resources(deployment: str | None = None) -> dict:
         raise ValueError(f"CALLINTEL_DEPLOYMENT must be one of {DEPLOYMENTS}, not {deployment!r}")
     data_root = _env("CALLINTEL_DATA_ROOT", "data")
     blob_store: BlobStore = (
-        LocalBlobStore(root=_env("CALLINTEL_BLOB_ROOT", f"{data_root}/blobs")) if deployment == "local" else _azure_blob_store()
+        LocalBlobStore(root=_env("CALLINTEL_BLOB_ROOT", f"{data_root}/blobs")) if deployment == "local"
+        else _azurite_blob_store() if deployment == "azurite-local"
+        else _azure_blob_store()
     )
     lakehouse: Lakehouse = (
         SparkDeltaLakehouse(catalog=_env("CALLINTEL_UC_CATALOG", "main"), schema_name=_env("CALLINTEL_UC_SCHEMA", "callintel"))

@@ -7,6 +7,7 @@ import os
 import uuid
 from pathlib import Path
 
+import adlfs
 import dagster as dg
 import pandas as pd
 import pyarrow
@@ -21,7 +22,7 @@ from pydantic import Field
 from callintel_dagster.definitions import ASSETS
 from callintel_dagster.engines.audio import SAMPLE_RATE
 from callintel_dagster.resources.alerts import AlertChannels
-from callintel_dagster.resources.blob_store import LocalBlobStore
+from callintel_dagster.resources.blob_store import AzureBlobStore, LocalBlobStore
 from callintel_dagster.resources.categories import CategorySettings
 from callintel_dagster.resources.compute import (
     RESULT_COLUMNS,
@@ -35,6 +36,7 @@ from callintel_dagster.resources.reports import ReportSettings
 from callintel_dagster.resources.settings import AudioSettings
 from callintel_dagster.schemas import Transcripts, arrow_schema
 from callintel_dagster.tools.demo_data import write_bad_recordings, write_sample_call
+from callintel_dagster_tests.azurite_server import AzuriteServer
 from callintel_dagster_tests.fake_openai_server import FakeOpenAIServer
 
 DAY_ONE = "2026-11-23"
@@ -217,3 +219,21 @@ def spark_connect_url() -> str:
     # pyspark marks the whole process as Spark Connect once a remote session exists; later tests in
     # this worker start local sessions again.
     os.environ.pop("SPARK_CONNECT_MODE_ENABLED", None)
+
+
+@pytest.fixture(scope="session")
+def azurite():
+    """One Azurite (the Azure Blob emulator) per test process, on a free loopback port."""
+    with AzuriteServer() as server:
+        yield server
+
+
+@pytest.fixture
+def azure_store(azurite, monkeypatch) -> AzureBlobStore:
+    """A fresh container on Azurite (created, as a deployment's would be) behind the production
+    `AzureBlobStore`. The connection string is also put in the environment, where the model tasks'
+    adlfs reads it, as on a worker."""
+    monkeypatch.setenv("AZURE_STORAGE_CONNECTION_STRING", azurite.connection_string)
+    container = f"calls-{uuid.uuid4().hex[:12]}"
+    adlfs.AzureBlobFileSystem(connection_string=azurite.connection_string).mkdir(container)
+    return AzureBlobStore(container=container, prefix="incoming", connection_string=azurite.connection_string)

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import subprocess
 import tracemalloc
+import uuid
 from pathlib import Path
 
+import fsspec
 import numpy as np
 import pytest
 import soundfile
@@ -178,7 +180,7 @@ def test_size_limit_is_checked_before_decoding(tmp_path):
 def _call_row(path: Path, duration_s: float) -> dict[str, str]:
     """A model-stage call row as Spark hands it to a task: every value a string."""
     return {
-        "audio_path": str(path), "size_bytes": str(path.stat().st_size),
+        "audio_url": f"file://{path}", "size_bytes": str(path.stat().st_size),
         "checksum_sha256": sha256_of(path), "duration_s": str(duration_s),
     }
 
@@ -196,3 +198,19 @@ def test_model_stage_decode_keeps_the_duration_limit_and_checks_the_file(tmp_pat
     _write_tone(path, 12)
     with pytest.raises(AudioDecodeError, match=r"call\.wav: changed since ingest"):
         decode_call_audio(row)
+
+
+def test_model_stage_decode_opens_a_blob_url_through_a_bounded_temp_copy(tmp_path):
+    """A non-local URL (fsspec's in-memory store here; Azurite in test_azurite.py) is copied to a temp
+    file no larger than the inventoried size, then checked and decoded like a local file."""
+    path = _write_tone(tmp_path / "call.wav", 3)
+    url = f"memory://callintel-{uuid.uuid4().hex}/2026-11-24/call.wav"
+    store = fsspec.filesystem("memory")
+    store.pipe_file(url, path.read_bytes())
+    row = {**_call_row(path, 3.0), "audio_url": url}
+    np.testing.assert_array_equal(decode_call_audio(row), decode_audio(path))
+
+    store.pipe_file(url, path.read_bytes() + bytes(4 << 20))  # replaced by a much larger blob
+    with pytest.raises(AudioDecodeError, match=r"call\.wav: changed since ingest \(more than the \d+ bytes inventoried\)"):
+        decode_call_audio(row)
+    store.rm(url)

@@ -77,7 +77,7 @@ def _audio_call(folder: Path, call_id: str) -> dict[str, str]:
          "text": "I have a billing question", "confidence": 0.9, "n_words": 5, "phi_kinds": "[]"},
     ]
     return {
-        "call_id": call_id, "audio_path": str(path), "size_bytes": str(path.stat().st_size),
+        "call_id": call_id, "audio_url": f"file://{path}", "size_bytes": str(path.stat().st_size),
         "checksum_sha256": sha256_of(path), "duration_s": "2.0", "turns_json": json.dumps(turns), "tone_json": "[]",
     }
 

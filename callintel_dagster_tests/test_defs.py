@@ -70,12 +70,13 @@ def test_dashboard_history_is_declared_as_a_partition_mapping():
         ("azure", AzureBlobStore, DeltaLakehouse, LocalSparkCompute),
         ("azure-databricks", AzureBlobStore, DeltaLakehouse, DatabricksPipesCompute),
         ("databricks-uc", AzureBlobStore, SparkDeltaLakehouse, DatabricksPipesCompute),
+        ("azurite-local", AzureBlobStore, DeltaLakehouse, LocalSparkCompute),
     ],
 )
 def test_each_deployment_profile_binds_a_coherent_set_without_touching_the_network(deployment, blob, lakehouse, compute):
     resources = build_resources(deployment)
     assert (type(resources["blob_store"]), type(resources["lakehouse"]), type(resources["compute"])) == (blob, lakehouse, compute)
-    assert set(DEPLOYMENTS) == {"local", "azure", "azure-databricks", "databricks-uc"}
+    assert set(DEPLOYMENTS) == {"local", "azure", "azure-databricks", "databricks-uc", "azurite-local"}
 
 
 def test_unknown_profile_and_retired_switches_are_clear_errors(monkeypatch):

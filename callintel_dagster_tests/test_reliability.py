@@ -570,7 +570,7 @@ def test_secrets_read_through_envvar_never_reach_logs_or_tables(tmp_path):
     write_sample_call(blobs / DAY_ONE)
     (blobs / DAY_ONE / "agent-9__broken.wav").write_bytes(b"RIFF not really")  # warnings are logged too
     dagster_home, data_root = tmp_path / "dagster_home", tmp_path / "data"
-    secrets = {name: canary for name in ("CALLINTEL_LLM_API_KEY", "DATABRICKS_TOKEN", "AZURE_STORAGE_KEY", "HF_TOKEN")}
+    secrets = {name: canary for name in ("CALLINTEL_LLM_API_KEY", "DATABRICKS_TOKEN", "AZURE_STORAGE_ACCOUNT_KEY", "HF_TOKEN")}
     # The run binds the LLM assessor, which reads its key; the cloud profile binds every other secret.
     env = _cli_env(
         data_root, blobs, dagster_home, **secrets,

@@ -1,4 +1,5 @@
-"""Delta MERGE semantics of the lakehouse, and the blob-store contract (local + Azure code path)."""
+"""Delta MERGE semantics of the lakehouse, and the blob-store contract: the local store, the Azure
+implementation on fsspec's memory filesystem, and the Azure implementation on Azurite (adlfs)."""
 
 from __future__ import annotations
 
@@ -9,11 +10,14 @@ import pyarrow as pa
 import pytest
 from deltalake import DeltaTable
 
+from callintel_dagster.engines.blob_files import local_file_of_url, open_url_for_write
 from callintel_dagster.resources.blob_store import (
+    FOLDER_MARKER,
     AzureBlobStore,
     BlobStore,
     LocalBlobStore,
     MissingLocationError,
+    redacted_copy_key,
 )
 from callintel_dagster.resources.lakehouse import DeltaLakehouse
 
@@ -71,10 +75,12 @@ class MemoryAzureBlobStore(AzureBlobStore):
         return fsspec.filesystem("memory")
 
 
-@pytest.fixture(params=["local", "azure"])
+@pytest.fixture(params=["local", "azure-memory", "azurite"])
 def store(request, tmp_path) -> BlobStore:
     if request.param == "local":
         return LocalBlobStore(root=str(tmp_path / "blobs"))
+    if request.param == "azurite":
+        return request.getfixturevalue("azure_store")
     fsspec.filesystem("memory").store.clear()
     return MemoryAzureBlobStore(account_name="acct", container="calls", prefix="incoming")
 
@@ -117,3 +123,33 @@ def test_delete_is_idempotent(store: BlobStore):
     assert store.delete("2026-11-24/a.wav") is True
     assert store.delete("2026-11-24/a.wav") is False
     assert store.list_recordings("2026-11-24") == []
+
+
+@pytest.mark.parametrize("kind", ["local", "azurite"])
+def test_a_task_reads_and_writes_blobs_by_url_with_the_credentials_of_its_environment(kind, request, tmp_path):
+    """What a model task does on a worker: open the recording's URL and write the masked copy to
+    another, with `engines.blob_files` and no credential in the URL (adlfs reads the environment)."""
+    store = LocalBlobStore(root=str(tmp_path / "blobs")) if kind == "local" else request.getfixturevalue("azure_store")
+    key = "2026-11-24/agent-1__a.wav"
+    store.write(key, b"RIFF recording")
+    url = store.url(key)
+    assert url.startswith("file:///" if kind == "local" else f"abfs://{store.container}@devstoreaccount1.dfs.core.windows.net/")
+    assert "AccountKey" not in url and "sig=" not in url
+    with local_file_of_url(url) as path:
+        assert path.read_bytes() == b"RIFF recording"
+    masked = redacted_copy_key(key, "redacted")
+    assert masked == "2026-11-24/redacted/agent-1__a.redacted.wav"
+    with open_url_for_write(store.url(masked)) as handle:
+        handle.write(b"RIFF masked")
+    with store.local_copy(masked) as path:
+        assert path.read_bytes() == b"RIFF masked"
+    assert [b.key for b in store.list_recordings("2026-11-24")] == [key]  # masked copies are never calls
+
+    # Erasure deletes both; the day stays a day (empty), not a missing folder.
+    assert store.delete(masked) and store.delete(key)
+    assert store.list_recordings("2026-11-24") == []
+    assert store.date_folders() == ["2026-11-24"]
+    if kind == "azurite":  # a flat namespace keeps the folder with a marker blob, never listed as a call
+        with store.local_copy(f"2026-11-24/{FOLDER_MARKER}") as path:
+            assert path.read_bytes() == b""
+

@@ -44,7 +44,7 @@ def _inventory_day(
     audio_settings: AudioSettings,
 ) -> list[dict]:
     """The inventory rows of one day folder; `known` holds the rows an earlier run stored for it."""
-    folder = blob_store.uri(call_date.isoformat())
+    folder = blob_store.url(call_date.isoformat())
     try:
         blobs = blob_store.list_recordings(call_date.isoformat())
     except MissingLocationError as exc:

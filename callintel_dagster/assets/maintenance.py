@@ -17,12 +17,12 @@ Run it with the call's id (`raw_call_audio.call_id`) from the launchpad, or:
           delete_recording: true
 """
 
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 
 import dagster as dg
 from pydantic import Field
 
-from callintel_dagster.resources.blob_store import BlobStore
+from callintel_dagster.resources.blob_store import BlobStore, redacted_copy_key
 from callintel_dagster.resources.lakehouse import Lakehouse
 from callintel_dagster.resources.locks import (
     LakehouseLockTimeout,
@@ -65,12 +65,6 @@ class ForgetCallConfig(dg.Config):
     lock_timeout_s: float = Field(
         default=300.0, description="How long to wait for pipeline writes to release the lakehouse lock."
     )
-
-
-def redacted_copy_key(blob_key: str, redacted_folder: str) -> str:
-    """Blob key of the PHI-masked copy that `transcripts` writes next to a recording."""
-    key = PurePosixPath(blob_key)
-    return str(key.parent / redacted_folder / f"{key.stem}.redacted.wav")
 
 
 def _refuse_while_runs_write(context: dg.OpExecutionContext) -> None:

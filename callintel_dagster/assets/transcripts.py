@@ -17,7 +17,7 @@ from callintel_dagster.assets.model_stage import (
     usable_calls,
 )
 from callintel_dagster.partitions import call_date_partitions
-from callintel_dagster.resources.blob_store import BlobStore
+from callintel_dagster.resources.blob_store import BlobStore, redacted_copy_key
 from callintel_dagster.resources.compute import CallCompute
 from callintel_dagster.resources.lakehouse import Lakehouse
 from callintel_dagster.resources.models import ModelSettings
@@ -53,6 +53,8 @@ def transcripts(
     call_dates = partition_dates(context)
     read = TableReader(context, lakehouse)
     calls = usable_calls(read, blob_store, call_dates)
+    # The masked copy goes back to the blob store, wherever the task runs.
+    calls["redacted_audio_url"] = [blob_store.url(redacted_copy_key(key, models.redacted_folder)) for key in calls["blob_key"]]
     stage = run_model_stage(
         context, stage=TRANSCRIPTS.name, calls=calls, task=models.transcript_task(), compute=compute,
         lakehouse=lakehouse, call_dates=call_dates, config=config,

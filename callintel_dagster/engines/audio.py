@@ -15,6 +15,8 @@ from typing import Any
 import av
 import numpy as np
 
+from callintel_dagster.engines.blob_files import BlobTooLargeError, local_file_of_url
+
 SAMPLE_RATE = 16_000
 _HEADER_TRUST_S = 3600.0
 
@@ -166,18 +168,27 @@ class _SampleBuffer:
 def decode_call_audio(call: Mapping[str, Any], sample_rate: int = SAMPLE_RATE) -> np.ndarray:
     """The one decode of a call in a model stage, checked against what the earlier stages recorded.
 
-    `call` is a model-stage call row (values may arrive as strings from Spark): `audio_path`, the
-    `size_bytes` and `checksum_sha256` ingest inventoried, and the `duration_s` the VAD stage decoded
-    under the configured duration limit. A recording replaced since then (same key, new content)
-    is refused, because its rows upstream describe other audio; the decode is capped at the
-    measured duration (+1 s), so the model stages inherit the configured size and duration limits.
+    `call` is a model-stage call row (values may arrive as strings from Spark): `audio_url` (an
+    fsspec URL, opened with the worker's own credentials and copied to a temp file no larger than
+    the inventoried size), the `size_bytes` and `checksum_sha256` ingest inventoried, and the
+    `duration_s` the VAD stage decoded under the configured duration limit. A recording replaced
+    since then (same key, new content) is refused, because its rows upstream describe other audio;
+    the decode is capped at the measured duration (+1 s), so the model stages inherit the configured
+    size and duration limits.
     """
-    path = Path(call["audio_path"])
+    url = str(call["audio_url"])
     expected_size, expected_sha = int(float(call["size_bytes"])), str(call["checksum_sha256"])
-    size = path.stat().st_size
-    if size != expected_size or sha256_of(path) != expected_sha:
-        raise AudioDecodeError(
-            f"{path.name}: changed since ingest ({size} bytes now, {expected_size} inventoried, or a different "
-            "checksum); re-run the call's date from raw_call_audio"
+
+    def changed(how: str) -> AudioDecodeError:
+        return AudioDecodeError(
+            f"{url.rsplit('/', 1)[-1]}: changed since ingest ({how}); re-run the call's date from raw_call_audio"
         )
-    return decode_audio(path, sample_rate, max_duration_s=float(call["duration_s"]) + 1.0, max_bytes=expected_size)
+
+    try:
+        with local_file_of_url(url, max_bytes=expected_size) as path:
+            size = path.stat().st_size
+            if size != expected_size or sha256_of(path) != expected_sha:
+                raise changed(f"{size} bytes now, {expected_size} inventoried, or a different checksum")
+            return decode_audio(path, sample_rate, max_duration_s=float(call["duration_s"]) + 1.0, max_bytes=expected_size)
+    except BlobTooLargeError as exc:
+        raise changed(f"more than the {expected_size} bytes inventoried") from exc

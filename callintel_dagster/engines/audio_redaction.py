@@ -25,6 +25,7 @@ from typing import Any, Literal
 import numpy as np
 
 from callintel_dagster.engines.audio import SAMPLE_RATE
+from callintel_dagster.engines.blob_files import open_url_for_write
 from callintel_dagster.engines.redaction import phi_word_indices
 
 TONE_HZ = 1000.0
@@ -200,20 +201,22 @@ def redact_audio(audio: np.ndarray, words: Sequence[Any], mode: Literal["tone", 
     return redacted, spans
 
 
-def write_redacted_copy(audio: np.ndarray, dst_path: str | Path, words: Sequence[Any],
+def write_redacted_copy(audio: np.ndarray, dst: str | Path, words: Sequence[Any],
                         mode: Literal["tone", "silence"] = "tone", pad_s: float = 0.05
                         ) -> list[tuple[float, float]]:
     """Redact decoded 16 kHz mono `audio` (`redact_audio`) and write it as a 16 kHz mono 16-bit PCM
-    WAV to `dst_path`; returns the redacted spans. WAV because every player and QA tool opens it and
-    16-bit PCM holds telephone audio without loss."""
+    WAV to `dst`, a local path or an fsspec URL of the blob store (streamed, never staged on local
+    disk); returns the redacted spans. WAV because every player and QA tool opens it and 16-bit PCM
+    holds telephone audio without loss."""
     redacted, spans = redact_audio(audio, words, mode=mode, pad_s=pad_s)
     # Scale by 32768 (as the decoder divides by it), so samples decoded from 16-bit PCM write back
     # exactly and the unredacted audio of a 16-bit source stays bit-identical.
     pcm = np.clip(np.round(redacted.astype(np.float64) * 32768), -32768, 32767).astype("<i2")
-    Path(dst_path).parent.mkdir(parents=True, exist_ok=True)
-    with wave.open(str(dst_path), "wb") as out:
+    with open_url_for_write(str(dst)) as handle, wave.open(handle, "wb") as out:
         out.setnchannels(1)
         out.setsampwidth(2)
         out.setframerate(SAMPLE_RATE)
-        out.writeframes(pcm.tobytes())
+        # Declared up front, so the header is final and the stream never seeks back (blob uploads can't).
+        out.setnframes(pcm.size)
+        out.writeframes(pcm)
     return spans

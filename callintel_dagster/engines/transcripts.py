@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from pathlib import Path
 
 from callintel_dagster.engines.align import build_turns, conversation_metrics
 from callintel_dagster.engines.asr import AsrConfig, transcribe
@@ -26,10 +25,9 @@ class TranscriptTask:
     asr: AsrConfig
     diarization: DiarizationConfig
     redact_at_rest: bool = True
-    # "tone" | "silence": write a copy of the recording with PHI word spans masked, into the
-    # `redacted_folder` sub-folder next to the original (the blob listing ignores sub-folders).
+    # "tone" | "silence": write a copy of the recording with PHI word spans masked to the call's
+    # `redacted_audio_url` (the blob store decides where: `blob_store.redacted_copy_key`).
     audio_redaction: str | None = "tone"
-    redacted_folder: str = "redacted"
 
     @property
     def model_id(self) -> str:
@@ -56,10 +54,9 @@ class TranscriptTask:
             }],
         }
         if self.audio_redaction:
-            source = Path(call["audio_path"])
-            target = source.parent / self.redacted_folder / f"{source.stem}.redacted.wav"
+            target = str(call["redacted_audio_url"])
             spans = write_redacted_copy(audio, target, words, mode=self.audio_redaction)
             tables["redacted_audio"] = [
-                {"path": str(target), "mode": self.audio_redaction, "n_spans": len(spans), "spans_json": json.dumps(spans)}
+                {"path": target, "mode": self.audio_redaction, "n_spans": len(spans), "spans_json": json.dumps(spans)}
             ]
         return tables

@@ -1,8 +1,9 @@
 """Where recordings land: a local folder by default, Azure Blob / ADLS Gen2 in production.
 
-Both implementations share one fsspec-based code path; only the filesystem differs. Layout:
-`<root>/<YYYY-MM-DD>/<agent_id>__<anything>.<ext>` — the date folder is the call's partition, the
-optional `agent_id__` prefix names the agent who took the call.
+Both implementations share one fsspec-based code path (`engines/blob_files.py`, which the model
+tasks use too); only the filesystem differs. Layout: `<root>/<YYYY-MM-DD>/<agent_id>__<anything>.<ext>`
+— the date folder is the call's partition, the optional `agent_id__` prefix names the agent who took
+the call — and `<root>/<YYYY-MM-DD>/<redacted folder>/<name>.redacted.wav` for the PHI-masked copies.
 """
 
 from __future__ import annotations
@@ -12,17 +13,26 @@ import contextlib
 import dataclasses
 import datetime as dt
 import re
-import shutil
-import tempfile
-from collections.abc import Iterator
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 import dagster as dg
 import fsspec
 from pydantic import Field
 
+from callintel_dagster.engines.blob_files import local_file, write_file
+
 AUDIO_EXTENSIONS = (".wav", ".flac", ".mp3", ".ogg", ".opus", ".m4a", ".aac", ".au", ".aiff", ".wma", ".webm")
 _DATE_FOLDER = re.compile(r"^\d{4}-\d{2}-\d{2}$")
+# Zero-byte blob that keeps a day folder in existence on a flat namespace (Azure Blob without
+# hierarchical namespace has no folders, only key prefixes); not audio, so no listing returns it.
+FOLDER_MARKER = ".keep"
+
+
+def redacted_copy_key(blob_key: str, redacted_folder: str) -> str:
+    """Blob key of the PHI-masked copy of a recording: `<date>/<redacted_folder>/<stem>.redacted.wav`
+    (the listing ignores sub-folders, so masked copies are never ingested as calls)."""
+    key = PurePosixPath(blob_key)
+    return str(key.parent / redacted_folder / f"{key.stem}.redacted.wav")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -98,8 +108,9 @@ class BlobStore(dg.ConfigurableResource, abc.ABC):
             if not fs.exists(folder):
                 self.date_folders()  # a missing root is the likelier cause: say so
                 raise MissingLocationError(
-                    f"no folder {folder} for call date {date}; a day without calls needs an empty folder, "
-                    "so that a missing or unmounted folder is never taken for one"
+                    f"no folder {folder} for call date {date}; a day without calls needs an empty folder "
+                    f"(on a flat blob namespace, a '{FOLDER_MARKER}' blob in it), so that a missing or unmounted "
+                    "folder is never taken for one"
                 )
             for entry in fs.ls(folder, detail=True):
                 name = entry["name"].rstrip("/").rsplit("/", 1)[-1]
@@ -111,39 +122,31 @@ class BlobStore(dg.ConfigurableResource, abc.ABC):
                 ))
         return sorted(found, key=lambda b: b.key)
 
-    @contextlib.contextmanager
-    def local_copy(self, key: str) -> Iterator[Path]:
+    def local_copy(self, key: str) -> contextlib.AbstractContextManager[Path]:
         """A local file path for `key`: the file itself when local, else a temp download."""
-        fs = self._filesystem()
-        full = self._full(key)
-        if "file" in fs.protocol or "local" in fs.protocol:
-            yield Path(full)
-            return
-        suffix = Path(key).suffix
-        with tempfile.NamedTemporaryFile(suffix=suffix, delete=True) as handle:
-            with fs.open(full, "rb") as remote:
-                shutil.copyfileobj(remote, handle, length=1 << 20)
-            handle.flush()
-            yield Path(handle.name)
+        return local_file(self._filesystem(), self._full(key))
 
     def write(self, key: str, data: bytes) -> None:
-        fs = self._filesystem()
-        full = self._full(key)
-        fs.makedirs(full.rsplit("/", 1)[0], exist_ok=True)
-        with fs.open(full, "wb") as handle:
-            handle.write(data)
+        write_file(self._filesystem(), self._full(key), data)
 
     def delete(self, key: str) -> bool:
-        """Delete one blob (erasure requests); False when it is already gone, so forgetting twice is fine."""
+        """Delete one blob (erasure requests); False when it is already gone, so forgetting twice is fine.
+        Deleting a day's last recording keeps its date folder (`FOLDER_MARKER` where the namespace is
+        flat): the day then reads as a day without calls, not as a missing, unmounted folder."""
         fs = self._filesystem()
         full = self._full(key)
         if not fs.exists(full):
             return False
         fs.rm(full)
+        date = key.split("/", 1)[0]
+        if _DATE_FOLDER.match(date) and not fs.exists(self._full(date)):
+            write_file(fs, self._full(f"{date}/{FOLDER_MARKER}"), b"")
         return True
 
-    def uri(self, key: str) -> str:
-        return self._full(key)
+    @abc.abstractmethod
+    def url(self, key: str) -> str:
+        """The fsspec URL of `key`, as a model task opens it (`engines/blob_files.py`). It names no
+        credential: the worker reads its own."""
 
 
 class LocalBlobStore(BlobStore):
@@ -157,28 +160,55 @@ class LocalBlobStore(BlobStore):
     def _root(self) -> str:
         return str(Path(self.root).resolve())
 
+    def url(self, key: str) -> str:
+        return f"file://{self._full(key)}"
+
 
 class AzureBlobStore(BlobStore):
     """Recordings in an Azure Blob container or ADLS Gen2 filesystem, through adlfs.
 
-    Credentials come from `EnvVar`s; with neither set, adlfs falls back to DefaultAzureCredential
-    (managed identity on Databricks).
+    Credentials come from `EnvVar`s: a connection string (Azurite, or any account), or the account
+    name with a key or SAS token; with none set, adlfs falls back to DefaultAzureCredential (managed
+    identity on Databricks). The model tasks get `abfs://` URLs and read the same credentials from
+    the worker's environment (`engines.blob_files.STORAGE_CREDENTIAL_ENV`).
     """
 
-    account_name: str = Field(description="Storage account name.")
+    account_name: str | None = Field(
+        default=None, description="Storage account name; may be left out when the connection string names it."
+    )
     container: str = Field(description="Container (Blob) or filesystem (ADLS Gen2) name.")
     prefix: str = Field(default="", description="Folder inside the container that holds the date folders.")
-    account_key: str | None = Field(default=None, description="Account key; pass dg.EnvVar('AZURE_STORAGE_KEY').")
+    account_key: str | None = Field(default=None, description="Account key; pass dg.EnvVar('AZURE_STORAGE_ACCOUNT_KEY').")
     sas_token: str | None = Field(default=None, description="SAS token; pass dg.EnvVar('AZURE_STORAGE_SAS_TOKEN').")
+    connection_string: str | None = Field(
+        default=None, description="Connection string (it names the account and its endpoint, e.g. Azurite's); "
+        "pass dg.EnvVar('AZURE_STORAGE_CONNECTION_STRING').",
+    )
 
     def _filesystem(self) -> fsspec.AbstractFileSystem:
+        # fsspec shares one instance per settings in a process; with its listings cache on, a
+        # long-lived sensor process would never see a blob uploaded after its first listing.
         return fsspec.filesystem(
             "abfs",
+            use_listings_cache=False,
             account_name=self.account_name,
             account_key=self.account_key,
             sas_token=self.sas_token,
-            anon=False if (self.account_key or self.sas_token) else None,
+            connection_string=self.connection_string,
+            anon=False if (self.account_key or self.sas_token or self.connection_string) else None,
         )
 
     def _root(self) -> str:
         return "/".join(p for p in (self.container, self.prefix.strip("/")) if p)
+
+    def _account(self) -> str:
+        if self.account_name:
+            return self.account_name
+        fields = dict(part.split("=", 1) for part in (self.connection_string or "").split(";") if "=" in part)
+        if not fields.get("AccountName"):
+            raise ValueError("AzureBlobStore needs account_name, or a connection string that names AccountName")
+        return fields["AccountName"]
+
+    def url(self, key: str) -> str:
+        path = "/".join(p for p in (self.prefix.strip("/"), key) if p)
+        return f"abfs://{self.container}@{self._account()}.dfs.core.windows.net/{path}"

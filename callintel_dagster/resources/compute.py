@@ -24,6 +24,8 @@ import numpy as np
 import pandas as pd
 from pydantic import Field
 
+from callintel_dagster.engines.blob_files import STORAGE_CREDENTIAL_ENV
+
 CallTask = Callable[[dict[str, Any]], dict[str, list[dict[str, Any]]]]
 
 RESULT_COLUMNS = ["call_id", "status", "error", "payload", "seconds"]
@@ -116,6 +118,7 @@ class LocalSparkCompute(CallCompute):
 
         spark = self._session()
         spark.sparkContext.setJobDescription(description)
+        _hand_storage_credentials_to_workers(spark.sparkContext)
         schema = StructType(
             [
                 StructField("call_id", StringType(), False),
@@ -130,6 +133,18 @@ class LocalSparkCompute(CallCompute):
         frame = spark.createDataFrame(calls.astype(str)).repartition(n_tasks)
         result = frame.mapInPandas(_spark_partition_runner(task, self.task_cpus), schema).toPandas()
         return result[RESULT_COLUMNS]
+
+
+def _hand_storage_credentials_to_workers(context) -> None:
+    """Spark's Python workers inherit the JVM's environment as it was when the JVM started, so
+    storage credentials set later (another profile, a test's emulator) would not reach them. The
+    ones the tasks read (`STORAGE_CREDENTIAL_ENV`) go to the workers as they are now, through
+    `SparkContext.environment` (what Spark sets on its Python workers), never through the task."""
+    for name in STORAGE_CREDENTIAL_ENV:
+        if name in os.environ:
+            context.environment[name] = os.environ[name]
+        else:
+            context.environment.pop(name, None)
 
 
 def decode_payloads(results: pd.DataFrame) -> dict[str, pd.DataFrame]:

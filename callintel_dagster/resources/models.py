@@ -34,7 +34,7 @@ class ModelSettings(dg.ConfigurableResource):
     audio_redaction: str | None = Field(
         default="tone",
         description="Write a copy of each recording with PHI word spans replaced by a 1 kHz 'tone' or 'silence' "
-        "(None = no redacted copy). Written to <date folder>/<redacted_folder>/<name>.redacted.wav.",
+        "(None = no redacted copy). Written through the blob store to <date folder>/<redacted_folder>/<name>.redacted.wav.",
     )
     redacted_folder: str = Field(default="redacted", description="Sub-folder (next to the originals) for redacted audio.")
 
@@ -61,8 +61,7 @@ class ModelSettings(dg.ConfigurableResource):
 
     def transcript_task(self) -> TranscriptTask:
         return TranscriptTask(
-            self.asr_config(), self.diarization_config(), self.redact_transcripts_at_rest,
-            self.audio_redaction, self.redacted_folder,
+            self.asr_config(), self.diarization_config(), self.redact_transcripts_at_rest, self.audio_redaction,
         )
 
     def asr_config(self) -> AsrConfig:
