@@ -142,7 +142,7 @@ class ConversationMetrics(_Table):
 class RedactedAudio(_Table):
     """`redacted_audio`: where each call's PHI-masked recording was written, and what was masked."""
 
-    path: Series[str] = pa.Field()
+    path: Series[str] = pa.Field(description="fsspec URL of the masked copy in the blob store (file:// or abfs://)")
     mode: Series[str] = pa.Field(isin=["tone", "silence"])
     n_spans: Series[int] = pa.Field(ge=0)
     spans_json: Series[str] = pa.Field(description="JSON list of [start_s, end_s] masked spans")

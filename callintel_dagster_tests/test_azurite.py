@@ -6,11 +6,13 @@ from __future__ import annotations
 
 import json
 
+import adlfs
 import dagster as dg
 import numpy as np
 import pytest
 
 from callintel_dagster.assets.maintenance import forget_call
+from callintel_dagster.definitions import build_resources
 from callintel_dagster.engines.audio import SAMPLE_RATE, decode_audio
 from callintel_dagster.engines.ingest import call_id_for
 from callintel_dagster.engines.reference import sample_call_path
@@ -18,7 +20,12 @@ from callintel_dagster.resources.blob_store import redacted_copy_key
 from callintel_dagster.resources.compute import LocalSparkCompute
 from callintel_dagster.resources.settings import AudioSettings
 from callintel_dagster.sensors import SETTLE_ENV, new_recordings_sensor
-from callintel_dagster_tests.conftest import DAY_TWO, PIPELINE_ASSETS, pipeline_resources
+from callintel_dagster_tests.conftest import (
+    DAY_ONE,
+    DAY_TWO,
+    PIPELINE_ASSETS,
+    pipeline_resources,
+)
 
 RECORDING = f"{DAY_TWO}/agent-ana__sample-call.wav"
 BROKEN = f"{DAY_TWO}/agent-bo__broken.wav"
@@ -84,3 +91,29 @@ def test_sensor_pipeline_masked_audio_and_erasure_on_azurite(azure_store, lakeho
         pass
     for table in ("raw_call_audio", "transcripts", "redacted_audio", "fused_insights", "compliance_flags"):
         assert call_id not in set(lakehouse.read(table)["call_id"]), table
+
+
+def test_the_azurite_local_profile_senses_uploads_in_a_long_lived_process(azurite, monkeypatch):
+    """`CALLINTEL_DEPLOYMENT=azurite-local` as `make dev` binds it: the connection string comes from
+    the environment, the container defaults to `recordings`. A sensor process lives for days, so a
+    later upload must show in a later tick (no listing cached by the shared adlfs filesystem)."""
+    monkeypatch.setenv("AZURE_STORAGE_CONNECTION_STRING", azurite.connection_string)
+    monkeypatch.setenv(SETTLE_ENV, "0")
+    profile = build_resources("azurite-local")
+    uploads = adlfs.AzureBlobFileSystem(connection_string=azurite.connection_string)
+    uploads.mkdir("recordings")
+    uploads.pipe_file(f"recordings/{DAY_ONE}/agent-ana__first.wav", b"RIFF first upload")
+
+    def tick(cursor):
+        context = dg.build_sensor_context(cursor=cursor, resources={"blob_store": profile["blob_store"]}, instance=instance)
+        return new_recordings_sensor(context)
+
+    with dg.DagsterInstance.ephemeral() as instance:
+        first = tick(None)
+        assert [r.partition_key for r in first.run_requests] == [DAY_ONE]
+        assert isinstance(tick(first.cursor), dg.SkipReason)
+        uploads.pipe_file(f"recordings/{DAY_TWO}/agent-bo__second.wav", b"RIFF second upload")
+        uploads.pipe_file(f"recordings/{DAY_ONE}/agent-bo__third.wav", b"RIFF third upload")
+        later = tick(first.cursor)
+        assert sorted(r.partition_key for r in later.run_requests) == [DAY_ONE, DAY_TWO]
+
