@@ -92,4 +92,3 @@ def open_url_for_write(url: str) -> BinaryIO:
     """`open_for_write` for a URL (credentials from the worker's environment)."""
     fs, path = filesystem_for(url)
     return open_for_write(fs, path)
-
