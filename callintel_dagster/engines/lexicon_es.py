@@ -232,8 +232,9 @@ def phi_patterns(id_pattern: str, numeric_date: str) -> tuple[tuple[str, re.Patt
         ("NAME", re.compile(fold(r"(?i:\b(?:mi|su|tu|la|el|del|de mi|de su)\s+" + _RELATIVE + r"(?:\s+de)?,?\s+)") + _NOT_NAME
                             + "(" + _NAME + ")"), 1),
         # An answer to "¿nombre y fecha de nacimiento?": the name opens the turn, the identifier follows.
-        ("NAME", re.compile(r"^(?:(?i:sí|claro|es|soy),?\s+)?" + _NOT_NAME + "(" + _NAME + r")(?=,\s+(?:\d|" + fold(
-            r"(?i:" + MONTHS + r"|nací|nacid[oa]|mi|el|la)\b") + r"|[A-Z](?:\s|\d)|\[))", re.M), 1),
+        ("NAME", re.compile(r"^(?:(?i:sí|claro|es|soy),?\s+)?" + _NOT_NAME + "(" + _NAME + r")(?=,\s+(?:" + fold(
+            r"(?i:\d{1,2} de |(?:el )?" + _DAY + r" de " + MONTHS + r"|nací|nacid[oa]|mi fecha|mi número)") + r"|[A-Z](?:\s[A-Z0-9]){2}|\[))",
+            re.M), 1),
         # ... or closes it after the identifier ("B C 6 1 0 9 7 7, Raúl Fuentes.").
         ("NAME", re.compile(r"\d,\s+" + _NOT_NAME + "(" + _NAME + r")\.?\s*$"), 1),
         ("ADDRESS", re.compile(fold(r"\b\d{1,6}\s+(?:de\s+)?(?:la\s+)?" + _STREET + r"\s+(?:de\s+)?(?:los\s+|las\s+|la\s+|el\s+)?"
