@@ -245,3 +245,15 @@ def test_a_spanish_call_gets_language_es_and_spanish_flags(resources, blob_root,
     spanish_flags = flags.loc[call_ids["factura-supervisor"]]
     assert spanish_flags["billing_detected"] and spanish_flags["escalation_requested"]
     assert spanish_flags["missing_recording_disclosure"]
+
+
+def test_spanish_corpus_split_has_every_flag_both_ways_in_both_parts():
+    from callintel_dagster.tools.compliance_eval import SCORED_FLAGS, corpus_part, load_corpus, split
+
+    scripts = load_corpus("es")
+    assert len(scripts) >= 20 and not {s.name for s in scripts} & {s.name for s in load_corpus("en")}
+    assert split([s.name for s in scripts]) == split([s.name for s in reversed(scripts)])  # seeded, order-free
+    for part in ("dev", "test"):
+        expected = [s.body["expected"] for s in corpus_part(part, "es")]
+        for flag in SCORED_FLAGS:
+            assert {e[flag] for e in expected} == {True, False}, (part, flag)
