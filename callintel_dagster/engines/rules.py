@@ -17,6 +17,9 @@ A flag is ``None`` only when the transcript cannot decide it (e.g. no agent turn
 
 The lexicons were tuned on the ``dev`` part of the evaluation corpus only
 (``callintel_dagster/tools/compliance_eval.py``); the ``test`` part scores them.
+
+Every cue is read through a :class:`~.lexicon.Lexicon` chosen by the call's language (the
+transcripts' ``language`` column): :data:`ENGLISH` below, ``lexicon_es.SPANISH`` for Spanish calls.
 """
 
 from __future__ import annotations
