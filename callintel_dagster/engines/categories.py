@@ -86,6 +86,7 @@ from callintel_dagster.engines.characteristics import (
 )
 
 HEALTHCARE_CATEGORIES = Path(__file__).resolve().parent.parent / "categories" / "healthcare.yaml"
+HEALTHCARE_CATEGORIES_ES = HEALTHCARE_CATEGORIES.with_name("healthcare_es.yaml")
 
 Role = Literal["agent", "customer", "any"]
 Period = Literal["call", "first_quarter", "last_quarter"]

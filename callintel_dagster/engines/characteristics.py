@@ -115,8 +115,11 @@ def turn_sentiment(turns: pd.DataFrame) -> pd.DataFrame:
     compound score in −1..1), sentiment_label (str: "negative" at or below −0.05, "positive" at or
     above 0.05, else "neutral" — VADER's recommended cut-offs). VADER is lexicon-based: it needs no
     model, handles the negation and intensifiers of conversational English, and ships in a wheel.
+    A Spanish turn (``language`` column "es") is scored over the Spanish valence list (engines/sentiment.py).
     """
-    scores = [compound(text) for text in turns["text"]]
+    languages = turns["language"] if "language" in turns else [None] * len(turns)
+    scores = [compound(text, language if isinstance(language, str) else "en")
+              for text, language in zip(turns["text"], languages, strict=True)]
     labels = [sentiment_label(score) for score in scores]
     return pd.DataFrame({
         "turn_index": turns["turn_index"].astype("int64").to_numpy(),
@@ -232,7 +235,7 @@ def call_characteristics(audio: np.ndarray, turns: pd.DataFrame, tone_scores: pd
     return rows
 
 
-TURN_TABLE_COLUMNS = [*TURN_COLUMNS, "phi_kinds"]
+TURN_TABLE_COLUMNS = [*TURN_COLUMNS, "phi_kinds", "language"]
 
 
 @dataclasses.dataclass(frozen=True)

@@ -101,8 +101,10 @@ FLAG_DEFINITIONS = {
 }
 MAX_SUMMARY_SENTENCES = 3
 RULES_MODEL_ID = "rules-engine"
-# The rules engine's "prompt version": a hash of its source, so any rule change shows in the audit trail.
-RULES_VERSION = hashlib.sha256(Path(__file__).with_name("rules.py").read_bytes()).hexdigest()[:12]
+# The rules engine's "prompt version": a hash of its source and lexicons, so any rule change shows in
+# the audit trail.
+RULES_VERSION = hashlib.sha256(b"".join(
+    Path(__file__).with_name(name).read_bytes() for name in ("rules.py", "lexicon.py", "lexicon_es.py"))).hexdigest()[:12]
 
 _SENTENCE_END = re.compile(r"[.!?]+(?=\s|$)")
 

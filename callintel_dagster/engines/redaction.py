@@ -29,6 +29,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from . import lexicon_es
 from .model_cache import cached_model
 
 _MONTH = (
@@ -123,6 +124,11 @@ _PATTERNS: tuple[tuple[str, re.Pattern[str], int], ...] = (
     ("PHONE", re.compile(rf"(?i:\b{_DIGIT_WORD}(?:[\s,.-]+{_DIGIT_WORD}){{9,}}\b)"), 0),
     ("ID", re.compile(rf"(?i:\b{_DIGIT_WORD}(?:[\s,.-]+{_DIGIT_WORD}){{3,}}\b)"), 0),
 )
+# Spanish cues (engines/lexicon_es.py) run on every call whatever its detected language: US Spanish
+# calls switch to English for addresses and plan names, an English call may carry a Spanish name or
+# date, and a cue of one language does not occur in the other. The English spaCy model stays the
+# only NER: there is no Spanish one, so Spanish names rest on these cues and its PERSON hits.
+_PATTERNS += lexicon_es.phi_patterns(_ID, r"\b\d{1,2}[/-]\d{1,2}[/-]\d{2,4}\b")
 # Number-bearing identifiers without a cue: optional capital-letter prefix, then digits grouped by
 # spaces, dashes or dots ("HP 531 -0427", "CP551803", "2 1 7, 5 5 5, 0 1 4 3"). Kept only with five
 # digits or more, so times, amounts, doses and years are left alone.

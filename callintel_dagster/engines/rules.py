@@ -17,13 +17,21 @@ A flag is ``None`` only when the transcript cannot decide it (e.g. no agent turn
 
 The lexicons were tuned on the ``dev`` part of the evaluation corpus only
 (``callintel_dagster/tools/compliance_eval.py``); the ``test`` part scores them.
+
+Every cue is read through a :class:`~.lexicon.Lexicon` chosen by the call's language (the
+transcripts' ``language`` column): :data:`ENGLISH` below, ``lexicon_es.SPANISH`` for Spanish calls.
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping, Sequence
 
+import pandas as pd
+
+from . import lexicon_es
 from .compliance import HIPAA_FIELDS, CallAssessment, Turn, TurnsLike, normalize_turns
+from .lexicon import Lexicon
 from .redaction import PLACEHOLDER_RE, find_phi, redact_slice
 from .sentiment import compound
 
@@ -195,6 +203,31 @@ _ENTHUSIASM = re.compile(
 ENTHUSIASTIC_VADER = 0.75  # a closing turn this positive is warm whatever its words
 NEGATIVE_MEAN = -0.2
 
+ENGLISH = Lexicon(
+    language="en", billing_topics=BILLING_TOPICS, topic_negated=_TOPIC_NEGATED, id_cue=_ID_CUE,
+    clinical=_CLINICAL, identity_item=_IDENTITY_ITEM, asks=_ASKS, verified=_VERIFIED,
+    asks_full_ssn=_ASKS_FULL_SSN, last_four=_LAST_FOUR, identity_nouns=_IDENTITY_NOUNS, recording=_RECORDING,
+    channel=_CHANNEL, recording_opening=_RECORDING_OPENING, not_=_NOT, escalation=_ESCALATION,
+    escalation_negated=_ESCALATION_NEGATED, outcome=_OUTCOME, not_done=_NOT_DONE, acknowledged=_ACKNOWLEDGED,
+    complaint=_COMPLAINT, thanks=_THANKS, frustration=_FRUSTRATION, enthusiasm=_ENTHUSIASM,
+)
+LEXICONS: dict[str, Lexicon] = {"en": ENGLISH, "es": lexicon_es.SPANISH}
+DEFAULT_LANGUAGE = "en"
+
+
+def lexicon_for(language: str | None) -> Lexicon:
+    """The lexicon of a Whisper language code; English for unknown or missing languages (a call in a
+    language without a lexicon is assessed with the English one, as before languages were detected)."""
+    return LEXICONS.get(language or DEFAULT_LANGUAGE, ENGLISH)
+
+
+def call_language(turns: pd.DataFrame | Sequence[Mapping] | Sequence[Turn]) -> str:
+    """The language stored with a call's transcript turns (the ``language`` column); English when the
+    turns carry none (rows written before detection, plain dicts)."""
+    records = turns["language"].dropna().tolist() if isinstance(turns, pd.DataFrame) and "language" in turns else [
+        record.get("language") for record in turns if isinstance(record, Mapping)]
+    return next((str(code) for code in records if isinstance(code, str) and code), DEFAULT_LANGUAGE)
+
 
 def _quote(turn: Turn, start: int, end: int) -> dict:
     """Evidence for a match: its whole sentence, redacted, so it stays a verbatim substring of the
@@ -218,7 +251,7 @@ def _sentences(turn: Turn):
     return _SENTENCE.finditer(turn.text)
 
 
-def _phi_disclosed(turn: Turn, kinds: frozenset[str], clinical: bool, cued_ids: bool = False) -> dict | None:
+def _phi_disclosed(turn: Turn, kinds: frozenset[str], clinical: bool, lex: Lexicon, cued_ids: bool = False) -> dict | None:
     """The first PHI of ``kinds`` the turn speaks (a raw identifier or a placeholder left by
     redaction), or clinical information when ``clinical``. With ``cued_ids`` a bare number-bearing
     ``ID`` counts only after an identity cue ("my social is", "number"): ASR turns a caller's
@@ -226,39 +259,39 @@ def _phi_disclosed(turn: Turn, kinds: frozenset[str], clinical: bool, cued_ids: 
     found = [(s.start, s.end, s.kind) for s in find_phi(turn.text)]
     found += [(*m.span(), m.group()[1:-1]) for m in PLACEHOLDER_RE.finditer(turn.text)]
     spans = [(start, end) for start, end, kind in found if kind in kinds
-             and (kind != "ID" or not cued_ids or _ID_CUE.search(turn.text[max(0, start - 40):start]))]
+             and (kind != "ID" or not cued_ids or lex.id_cue.search(turn.text[max(0, start - 40):start]))]
     if clinical:
-        spans += [m.span() for pattern in _CLINICAL for m in pattern.finditer(turn.text)]
+        spans += [m.span() for pattern in lex.clinical for m in pattern.finditer(turn.text)]
     return _quote(turn, *min(spans)) if spans else None
 
 
-def _verification_requested(turn: Turn) -> bool:
+def _verification_requested(turn: Turn, lex: Lexicon) -> bool:
     """An agent sentence asking for identity details ("Name and birth date?", "can you confirm your
     member number"), or naming them without giving any value (ASR drops the "need" of "I'll need
     your date of birth"). A phone number alone is a look-up, not a verification."""
     return turn.role == "agent" and any(
-        _IDENTITY_ITEM.search(s.group()) and (_ASKS.search(s.group()) or s.group().rstrip().endswith("?")
+        lex.identity_item.search(s.group()) and (lex.asks.search(s.group()) or s.group().rstrip().endswith("?")
                                               or not _phi_disclosed(Turn(0, "", s.group()), _DISCLOSABLE_KINDS,
-                                                                    clinical=False))
+                                                                    clinical=False, lex=lex))
         for s in _sentences(turn))
 
 
-def _verified_at(turns: list[Turn]) -> int | None:
+def _verified_at(turns: list[Turn], lex: Lexicon) -> int | None:
     """Turn index from which the caller counts as verified: the caller's first answer after the agent
     asked for identity details, or the agent's confirmation, whichever comes first."""
     asked = False
     for turn in turns:
-        if turn.role == "agent" and _VERIFIED.search(turn.text):
+        if turn.role == "agent" and lex.verified.search(turn.text):
             return turn.turn_index
-        if _verification_requested(turn):
+        if _verification_requested(turn, lex):
             asked = True
         elif asked and turn.role == "customer":
             return turn.turn_index
     return None
 
 
-def _first_request(turns: list[Turn]) -> int | None:
-    return next((t.turn_index for t in turns if _verification_requested(t)), None)
+def _first_request(turns: list[Turn], lex: Lexicon) -> int | None:
+    return next((t.turn_index for t in turns if _verification_requested(t, lex)), None)
 
 
 def _flag(quotes: list[dict], decidable: bool) -> tuple[bool | None, list[dict]]:
@@ -267,26 +300,30 @@ def _flag(quotes: list[dict], decidable: bool) -> tuple[bool | None, list[dict]]
     return bool(quotes), quotes[:MAX_QUOTES_PER_FLAG]
 
 
-def assess_call_with_rules(turns: TurnsLike) -> CallAssessment:
-    """Assess a call with lexicon/regex rules and VADER sentiment; see module docstring."""
+def assess_call_with_rules(turns: TurnsLike, language: str | None = None) -> CallAssessment:
+    """Assess a call with lexicon/regex rules and VADER sentiment; see module docstring. The lexicon
+    is that of ``language``, by default the call's own (the transcripts' ``language`` column)."""
+    if not isinstance(turns, pd.DataFrame):
+        turns = list(turns)
+    lex = lexicon_for(language or call_language(turns))
     turns = [t for t in normalize_turns(turns) if t.text.strip()]
     agent = [t for t in turns if t.role == "agent"]
     customer = [t for t in turns if t.role == "customer"]
     evidence: dict[str, list[dict]] = {}
     values: dict[str, bool | None] = {}
 
-    topics, billing = _billing(turns)
+    topics, billing = _billing(turns, lex)
     values["billing_detected"], evidence["billing_detected"] = _flag(billing, bool(turns))
 
-    verified, requested = _verified_at(turns), _first_request(turns)
+    verified, requested = _verified_at(turns, lex), _first_request(turns, lex)
     early_phi = []
     for turn in turns:
         if verified is not None and turn.turn_index >= verified:
             break
         if turn.role == "agent":
-            quote = _phi_disclosed(turn, _DISCLOSABLE_KINDS, clinical=True)
+            quote = _phi_disclosed(turn, _DISCLOSABLE_KINDS, clinical=True, lex=lex)
         elif requested is None or turn.turn_index < requested:
-            quote = _phi_disclosed(turn, _VOLUNTEERED_KINDS, clinical=False, cued_ids=True)
+            quote = _phi_disclosed(turn, _VOLUNTEERED_KINDS, clinical=False, lex=lex, cued_ids=True)
         else:
             quote = None
         if quote:
@@ -295,29 +332,29 @@ def assess_call_with_rules(turns: TurnsLike) -> CallAssessment:
 
     unnecessary = []
     for turn in agent:
-        if not _ASKS.search(turn.text):
+        if not lex.asks.search(turn.text):
             continue
-        full_ssn = _ASKS_FULL_SSN.search(turn.text) and not _LAST_FOUR.search(turn.text)
-        reverify = verified is not None and turn.turn_index > verified and _IDENTITY_NOUNS.search(turn.text)
+        full_ssn = lex.asks_full_ssn.search(turn.text) and not lex.last_four.search(turn.text)
+        reverify = verified is not None and turn.turn_index > verified and lex.identity_nouns.search(turn.text)
         if full_ssn or reverify:
-            unnecessary.append(_first(_ASKS_FULL_SSN if full_ssn else _IDENTITY_NOUNS, turn))
+            unnecessary.append(_first(lex.asks_full_ssn if full_ssn else lex.identity_nouns, turn))
     values["phi_requested_unnecessarily"], evidence["phi_requested_unnecessarily"] = _flag(
         unnecessary, bool(agent))
 
     # The call's opening counts whoever diarization says spoke it: a swapped role must not turn a
     # disclosure into a missing one.
     opening = {t.turn_index: t for t in [*agent[:DISCLOSURE_WITHIN_AGENT_TURNS], *turns[:OPENING_TURNS]]}
-    disclosed = any(_discloses_recording(t) for t in opening.values())
+    disclosed = any(_discloses_recording(t, lex) for t in opening.values())
     missing = [] if disclosed or not agent else [_quote(agent[0], 0, len(agent[0].text))]
     values["missing_recording_disclosure"], evidence["missing_recording_disclosure"] = _flag(
         missing, bool(agent))
 
-    values["issue_resolved"], evidence["issue_resolved"] = _resolution(turns)
+    values["issue_resolved"], evidence["issue_resolved"] = _resolution(turns, lex)
 
-    escalation = [q for t in turns if (q := _first(_ESCALATION, t, _ESCALATION_NEGATED))]
+    escalation = [q for t in turns if (q := _first(lex.escalation, t, lex.escalation_negated))]
     values["escalation_requested"], evidence["escalation_requested"] = _flag(escalation, bool(turns))
 
-    sentiment = _sentiment(customer)
+    sentiment = _sentiment(customer, lex)
     return CallAssessment.model_validate({
         "overall_sentiment": sentiment,
         "issue_resolved": values["issue_resolved"],
@@ -330,27 +367,27 @@ def assess_call_with_rules(turns: TurnsLike) -> CallAssessment:
     })
 
 
-def _billing(turns: list[Turn]) -> tuple[list[str], list[dict]]:
+def _billing(turns: list[Turn], lex: Lexicon) -> tuple[list[str], list[dict]]:
     topics, quotes = [], []
     for turn in turns:
-        hits = [(topic, m) for topic, pattern in BILLING_TOPICS for m in pattern.finditer(turn.text)
-                if not _TOPIC_NEGATED.search(turn.text[max(0, m.start() - 40):m.start()])]
+        hits = [(topic, m) for topic, pattern in lex.billing_topics for m in pattern.finditer(turn.text)
+                if not lex.topic_negated.search(turn.text[max(0, m.start() - 40):m.start()])]
         topics += [topic for topic, _ in hits if topic not in topics]
         if hits:
             quotes.append(_quote(turn, *min(m.span() for _, m in hits)))
     return topics, quotes
 
 
-def _discloses_recording(turn: Turn) -> bool:
-    if any(not _NOT.search(turn.text[:m.start()]) for m in _RECORDING_OPENING.finditer(turn.text)):
+def _discloses_recording(turn: Turn, lex: Lexicon) -> bool:
+    if any(not lex.not_.search(turn.text[:m.start()]) for m in lex.recording_opening.finditer(turn.text)):
         return True
     return any(
-        _CHANNEL.search(s.group()) and any(not _NOT.search(s.group()[:m.start()])
-                                           for m in _RECORDING.finditer(s.group()))
+        lex.channel.search(s.group()) and any(not lex.not_.search(s.group()[:m.start()])
+                                           for m in lex.recording.finditer(s.group()))
         for s in _sentences(turn))
 
 
-def _resolution(turns: list[Turn]) -> tuple[bool | None, list[dict]]:
+def _resolution(turns: list[Turn], lex: Lexicon) -> tuple[bool | None, list[dict]]:
     """Decided from how the call ended, in this order of authority:
 
     1. the agent's last outcome sentence: delivered (done, booked, sent, answered) is resolved; could
@@ -370,39 +407,39 @@ def _resolution(turns: list[Turn]) -> tuple[bool | None, list[dict]]:
             text = sentence.group()
             span = (sentence.start(), sentence.end())
             if turn.role == "agent":
-                not_done = _NOT_DONE.search(text) or _first(_ESCALATION, Turn(0, "", text), _ESCALATION_NEGATED)
+                not_done = lex.not_done.search(text) or _first(lex.escalation, Turn(0, "", text), lex.escalation_negated)
                 if not_done:
                     agent_last = (False, _quote(turn, *span))
-                elif _OUTCOME.search(text):
+                elif lex.outcome.search(text):
                     agent_last = (True, _quote(turn, *span))
             elif turn.role == "customer":
-                if _COMPLAINT.search(text):
+                if lex.complaint.search(text):
                     customer_last = (False, _quote(turn, *span))
-                elif _ACKNOWLEDGED.search(text):
+                elif lex.acknowledged.search(text):
                     customer_last = (True, _quote(turn, *span))
-                elif _THANKS.search(text):
+                elif lex.thanks.search(text):
                     thanks = _quote(turn, *span)
-    decided = agent_last or customer_last or ((True, thanks) if thanks else None) or _any_role_outcome(turns)
+    decided = agent_last or customer_last or ((True, thanks) if thanks else None) or _any_role_outcome(turns, lex)
     if decided is None:
         return None, []
     resolved, quote = decided
     return resolved, [quote] if resolved else []
 
 
-def _any_role_outcome(turns: list[Turn]) -> tuple[bool, dict] | None:
+def _any_role_outcome(turns: list[Turn], lex: Lexicon) -> tuple[bool, dict] | None:
     """The last outcome sentence whoever said it: diarization sometimes swaps the roles, and a call
     whose agent outcomes landed under the customer's label still ended one way or the other."""
     last = None
     for turn in turns:
         for sentence in _sentences(turn):
-            if _NOT_DONE.search(sentence.group()):
+            if lex.not_done.search(sentence.group()):
                 last = (False, _quote(turn, sentence.start(), sentence.end()))
-            elif _OUTCOME.search(sentence.group()):
+            elif lex.outcome.search(sentence.group()):
                 last = (True, _quote(turn, sentence.start(), sentence.end()))
     return last
 
 
-def _sentiment(customer: list[Turn]) -> str | None:
+def _sentiment(customer: list[Turn], lex: Lexicon) -> str | None:
     """The customer's sentiment over the call, from the customer's turns only (the agent's politeness
     is no signal): negative when the caller voices frustration with the service or demands someone
     above the agent (in more than one turn, or once without a warm close), or is negative on average
@@ -410,10 +447,10 @@ def _sentiment(customer: list[Turn]) -> str | None:
     matter-of-fact "okay, thanks" call ends."""
     if not customer:
         return None
-    upset = [bool(_FRUSTRATION.search(t.text) or _COMPLAINT.search(t.text)
-                  or _first(_ESCALATION, t, _ESCALATION_NEGATED)) for t in customer]
-    scores = [compound(t.text) for t in customer]
-    warm_close = any((_ENTHUSIASM.search(t.text) or score >= ENTHUSIASTIC_VADER) and not angry
+    upset = [bool(lex.frustration.search(t.text) or lex.complaint.search(t.text)
+                  or _first(lex.escalation, t, lex.escalation_negated)) for t in customer]
+    scores = [compound(t.text, lex.language) for t in customer]
+    warm_close = any((lex.enthusiasm.search(t.text) or score >= ENTHUSIASTIC_VADER) and not angry
                      for t, score, angry in list(zip(customer, scores, upset, strict=True))[-2:])
     frustrated = sum(upset)
     if frustrated > 1 or (frustrated and not warm_close) or sum(scores) / len(scores) <= NEGATIVE_MEAN:

@@ -5,6 +5,7 @@ from pydantic import Field
 
 from callintel_dagster.engines.categories import (
     HEALTHCARE_CATEGORIES,
+    HEALTHCARE_CATEGORIES_ES,
     Category,
     load_categories,
 )
@@ -19,5 +20,12 @@ class CategorySettings(dg.ConfigurableResource):
         "(callintel_dagster/categories/healthcare.yaml).",
     )
 
-    def load(self) -> list[Category]:
-        return load_categories(self.categories_file or HEALTHCARE_CATEGORIES)
+    language_files: dict[str, str] = Field(
+        default_factory=lambda: {"es": str(HEALTHCARE_CATEGORIES_ES)},
+        description="Categories file per detected call language (Whisper code); a call in a language not "
+        "listed uses `categories_file`. Default: the shipped Spanish set for 'es' (categories/healthcare_es.yaml).",
+    )
+
+    def load(self, language: str = "en") -> list[Category]:
+        """The rules for calls in `language`."""
+        return load_categories(self.language_files.get(language) or self.categories_file or HEALTHCARE_CATEGORIES)

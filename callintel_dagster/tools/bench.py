@@ -12,6 +12,8 @@ each other (a WER from one machine next to a throughput from another would mean 
 3. **Compliance flags vs ground truth** on the scripted demo calls (a smoke test: the scripts use the
    rules' phrases), then on the held-out test part of the evaluation corpus
    (``tools/compliance_eval``): script text, and the whole audio pipeline with redaction recall.
+   3c. **Languages**: language detection over the English and Spanish test calls that went through
+   audio, Spanish WER, and the flags on the Spanish corpus's test part (script text and audio).
 4. **Throughput end to end**: `call_pipeline_job` over the demo dates, with real Spark tasks and
    real Delta tables in a temporary data folder, against a plain per-file loop over the same calls
    with the same engine functions. The pipeline is not guaranteed to win on a small machine; the
@@ -75,6 +77,10 @@ def main(args: argparse.Namespace) -> int:
     with tempfile.TemporaryDirectory(prefix="callintel-corpus-") as work:
         resources = None if args.quick else _pipeline_resources(Path(work), models_root)
         corpus = compliance_eval.corpus_section(Path(work), resources, DEMO_DATES[0])
+    _progress("languages: Spanish corpus test part" + ("" if args.quick else " through the pipeline, and detection"))
+    with tempfile.TemporaryDirectory(prefix="callintel-languages-") as work:
+        resources = None if args.quick else _pipeline_resources(Path(work), models_root)
+        languages = compliance_eval.languages_section(Path(work), resources, DEMO_DATES[0], corpus["audio_pipeline"])
 
     report = {
         "machine": machine_info(),
@@ -88,6 +94,7 @@ def main(args: argparse.Namespace) -> int:
         "tone_model": tone,
         "compliance_flags": flags,
         "compliance_corpus": corpus,
+        "languages": languages,
         "throughput": throughput,
     }
     output_dir.mkdir(parents=True, exist_ok=True)
@@ -619,6 +626,7 @@ def render_markdown(report: dict[str, Any]) -> str:
         f"{fmt(flags['pipeline']['sentiment_accuracy'])} |",
         "",
         *compliance_eval.render_markdown(report["compliance_corpus"]),
+        *compliance_eval.render_languages_markdown(report["languages"]),
         f"## 4. Throughput end to end ({tput['calls']} calls, {tput['audio_minutes']} min of audio, "
         f"{len(tput['dates'])} date(s), {tput['spark_slots']} Spark slots)",
         "",

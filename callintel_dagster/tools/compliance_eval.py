@@ -13,7 +13,10 @@ the ``test`` part is scored once, by ``make bench``, through the whole audio pip
 
 Each call expands to a demo-script body, so the demo machinery (TTS voices, telephone line, truth
 sidecars, :func:`~callintel_dagster.tools.demo_calls.flag_scores`) synthesizes and scores it unchanged.
-Run ``python -m callintel_dagster.tools.compliance_eval --part dev`` for the fast text-level loop.
+Run ``python -m callintel_dagster.tools.compliance_eval --part dev`` for the fast text-level loop
+(``--language es`` for the Spanish corpus in ``eval_corpus/es/``, written before the Spanish lexicon
+and split with the same seed; :func:`languages_section` scores language detection, Spanish WER and
+the Spanish flags for the bench).
 """
 
 from __future__ import annotations
@@ -40,6 +43,8 @@ from callintel_dagster.tools.demo_calls import (
 from callintel_dagster.tools.report_format import fmt, prf
 
 CORPUS_DIR = Path(__file__).with_name("eval_corpus")
+# The English corpus is the folder's own files; every other language has a sub-folder named by its code.
+CORPUS_LANGUAGES = ("en", "es")
 SPLIT_SEED = 12
 TEST_SHARE = 0.4
 Part = Literal["dev", "test", "all"]
@@ -64,10 +69,14 @@ REVEALING_SIMILARITY = 0.6
 
 # --- corpus and split -------------------------------------------------------------------------------
 
-def load_corpus() -> list[DemoScript]:
-    """Every corpus call as a demo script (the ``day`` is set when a part is synthesized)."""
+def corpus_dir(language: str = "en") -> Path:
+    return CORPUS_DIR if language == "en" else CORPUS_DIR / language
+
+
+def load_corpus(language: str = "en") -> list[DemoScript]:
+    """Every corpus call of ``language`` as a demo script (the ``day`` is set when a part is synthesized)."""
     scripts = []
-    for path in sorted(CORPUS_DIR.glob("*.yaml")):
+    for path in sorted(corpus_dir(language).glob("*.yaml")):
         scripts += [DemoScript(call["name"], _body(call)) for call in yaml.safe_load(path.read_text())]
     names = [script.name for script in scripts]
     if len(set(names)) != len(names):
@@ -95,8 +104,8 @@ def split(names: Sequence[str], seed: int = SPLIT_SEED) -> dict[str, str]:
     return {name: "test" if rank < n_test else "dev" for rank, name in enumerate(order)}
 
 
-def corpus_part(part: Part) -> list[DemoScript]:
-    scripts = load_corpus()
+def corpus_part(part: Part, language: str = "en") -> list[DemoScript]:
+    scripts = load_corpus(language)
     parts = split([script.name for script in scripts])
     return [script for script in scripts if part == "all" or parts[script.name] == part]
 
@@ -133,23 +142,28 @@ def assessment_flags(assessment) -> dict:
         "overall_sentiment": assessment.overall_sentiment}
 
 
-def text_evaluation(part: Part = "dev", assess=None) -> dict[str, Any]:
+def text_evaluation(part: Part = "dev", assess=None, language: str = "en") -> dict[str, Any]:
     """Scores of an assessor (default: the rules engine) on the script text of one part: perfect
     words and speakers, so this isolates the compliance logic from ASR and diarization."""
     if assess is None:
         from callintel_dagster.engines.rules import assess_call_with_rules as assess
-    scripts = corpus_part(part)
-    predicted = {s.name: assessment_flags(assess(s.transcript())) for s in scripts}
+    scripts = corpus_part(part, language)
+    predicted = {s.name: assessment_flags(assess(script_turns(s, language))) for s in scripts}
     return score(predicted, {s.name: s.body["expected"] for s in scripts})
 
 
-def misses(part: Part = "dev", assess=None) -> list[str]:
+def script_turns(script: DemoScript, language: str = "en") -> list[dict]:
+    """The script's turns as the transcripts table carries them, with the call's language."""
+    return [{**turn, "language": language} for turn in script.transcript()]
+
+
+def misses(part: Part = "dev", assess=None, language: str = "en") -> list[str]:
     """One line per wrong or undecided flag on the script text: the dev loop's to-do list."""
     if assess is None:
         from callintel_dagster.engines.rules import assess_call_with_rules as assess
     lines = []
-    for script in corpus_part(part):
-        got = assessment_flags(assess(script.transcript()))
+    for script in corpus_part(part, language):
+        got = assessment_flags(assess(script_turns(script, language)))
         for flag, expected in script.body["expected"].items():
             if flag in got and expected is not None and got[flag] != expected:
                 lines.append(f"{script.name}: {flag} expected {expected}, got {got[flag]}")
@@ -261,21 +275,22 @@ def _recall(found: Mapping[str, int], total: Mapping[str, int]) -> dict[str, Any
 # --- through the audio pipeline ---------------------------------------------------------------------
 
 def audio_evaluation(work: Path, resources: Mapping[str, Any], call_date: str,
-                     part: Part = "test") -> dict[str, Any]:
+                     part: Part = "test", language: str = "en") -> dict[str, Any]:
     """Synthesize one part of the corpus into ``work/blobs/<call_date>/``, run ``call_pipeline_job``
     on that partition with ``resources`` (whose blob store and lakehouse must live under ``work``),
-    and score what the pipeline wrote: the flags and the redaction of the stored transcripts."""
+    and score what the pipeline wrote: the flags, the redaction of the stored transcripts, the
+    detected languages and the WER of the stored text (see :func:`redacted_wer`)."""
     import dagster as dg
     import pandas as pd
 
-    from callintel_dagster.definitions import defs
+    from callintel_dagster.definitions import build_definitions
 
-    scripts = corpus_part(part)
+    scripts = corpus_part(part, language)
     started = time.perf_counter()
     write_demo_calls(work / "blobs", [call_date], scripts=scripts)
     synthesized = time.perf_counter()
-    job = dg.Definitions(assets=defs.assets, asset_checks=defs.asset_checks, jobs=defs.jobs,
-                         resources=dict(resources)).resolve_job_def("call_pipeline_job")
+    # `defs` is lazy (@dg.definitions): the bench binds its temporary stores through build_definitions.
+    job = build_definitions("local", resources=dict(resources)).resolve_job_def("call_pipeline_job")
     with dg.DagsterInstance.ephemeral() as instance:
         result = job.execute_in_process(partition_key=call_date, instance=instance, raise_on_error=False)
     if not result.success:
@@ -288,7 +303,13 @@ def audio_evaluation(work: Path, resources: Mapping[str, Any], call_date: str,
     truth = {t["call_id"]: t for _, t in iter_truth(work / "blobs") if t["expected"] is not None}
     turns = lakehouse.read("transcripts").sort_values(["call_id", "turn_index"])
     stored = {call_id: list(group["text"]) for call_id, group in turns.groupby("call_id")}
+    metrics = lakehouse.read("conversation_metrics")
+    detected = {row["call_id"]: row.get("language") for row in metrics.to_dict("records") if row["call_id"] in truth}
     return {
+        "language": language,
+        "detected_languages": {call_id: detected.get(call_id) for call_id in truth},
+        "language_accuracy": round(sum(detected.get(c) == language for c in truth) / len(truth), 4) if truth else None,
+        "wer": redacted_wer(truth, stored),
         "part": part,
         "calls": len(truth),
         "audio_minutes": round(sum(t["duration_s"] for t in truth.values()) / 60, 2),
@@ -297,6 +318,30 @@ def audio_evaluation(work: Path, resources: Mapping[str, Any], call_date: str,
         "flags": score(predicted, {call_id: t["expected"] for call_id, t in truth.items()}),
         "redaction_as_transcribed": transcribed_redaction_recall(truth, stored),
     }
+
+
+def redacted_wer(truth: Mapping[str, Mapping], stored_turns: Mapping[str, Sequence[str]]) -> float | None:
+    """Corpus WER of the stored transcripts against the scripts. Stored text is redacted at rest, so
+    the script is redacted by the same redactor first: an identifier both sides redact is one
+    matching placeholder, one the ASR mangled past redaction is an error, as it should be."""
+    from callintel_dagster.engines.reference import normalize_text
+
+    references, hypotheses = [], []
+    for call_id, record in truth.items():
+        turns = record["turns"]
+        redacted = redact_call([t["text"] for t in turns], [t["role"] for t in turns])
+        references.append(normalize_text(" ".join(_placeholder_words(text) for text, _ in redacted)))
+        hypotheses.append(normalize_text(" ".join(_placeholder_words(t) for t in stored_turns.get(call_id, []))))
+    if not any(references):
+        return None
+    import jiwer
+
+    return round(float(jiwer.wer(references, hypotheses)), 4)
+
+
+def _placeholder_words(text: str) -> str:
+    """``[DOB]`` as the word ``phidob``: normalisation would otherwise strip the brackets into ``dob``."""
+    return PLACEHOLDER_RE.sub(lambda m: f" phi{m.group()[1:-1].lower()} ", text)
 
 
 def corpus_section(work: Path, resources: Mapping[str, Any] | None, call_date: str) -> dict[str, Any]:
@@ -349,17 +394,84 @@ def render_markdown(section: Mapping[str, Any]) -> list[str]:
 
 
 
+def languages_section(work: Path, resources: Mapping[str, Any] | None, call_date: str,
+                      english_audio: Mapping[str, Any] | None) -> dict[str, Any]:
+    """The bench's languages section: the Spanish corpus's test part on script text and, unless
+    ``resources`` is None, through the audio pipeline (its own ``work`` folder and lakehouse), and
+    language detection over every call that went through audio: the Spanish test part and the
+    English one (``english_audio``, :func:`corpus_section`'s audio run)."""
+    scripts = load_corpus("es")
+    parts = split([s.name for s in scripts])
+    test = [s for s in scripts if parts[s.name] == "test"]
+    spanish_audio = None if resources is None else audio_evaluation(work, resources, call_date, "test", "es")
+    detected = {}
+    for run in (english_audio, spanish_audio):
+        if run:
+            detected |= {call_id: (run["language"], got) for call_id, got in run["detected_languages"].items()}
+    by_language = {language: {"calls": sum(e == language for e, _ in detected.values()),
+                              "correct": sum(e == language == g for e, g in detected.values())}
+                   for language in CORPUS_LANGUAGES}
+    return {
+        "spanish_corpus_calls": len(scripts),
+        "split_seed": SPLIT_SEED,
+        "spanish_test_calls": sorted(s.name for s in test),
+        "spanish_script_text": text_evaluation("test", language="es"),
+        "spanish_script_text_redaction": text_redaction_recall(test),
+        "spanish_audio_pipeline": spanish_audio,
+        "detection": {
+            "calls": len(detected),
+            "accuracy": round(sum(e == g for e, g in detected.values()) / len(detected), 4) if detected else None,
+            "by_language": by_language,
+            "wrong": sorted(call_id for call_id, (e, g) in detected.items() if e != g),
+        },
+        "english_wer": english_audio.get("wer") if english_audio else None,
+    }
+
+
+def render_languages_markdown(section: Mapping[str, Any]) -> list[str]:
+    """Markdown lines of the languages section."""
+    text, audio, detection = section["spanish_script_text"], section["spanish_audio_pipeline"], section["detection"]
+    pipe = audio["flags"] if audio else {"per_flag": {}}
+    counts = ", ".join(f"{language} {row['correct']}/{row['calls']}" for language, row in detection["by_language"].items())
+    lines = [
+        f"## 3c. Languages: detection and the Spanish corpus (test part: {len(section['spanish_test_calls'])} of "
+        f"{section['spanish_corpus_calls']} calls, split seed {section['split_seed']})",
+        "",
+        "| figure | value |",
+        "|---|---|",
+        f"| language detected right (calls through audio) | {fmt(detection['accuracy'])} ({counts}) |",
+        f"| WER, Spanish test calls (Whisper base), redacted text vs script | {fmt(audio['wer'] if audio else None)} |",
+        f"| WER, English test calls (tiny.en), redacted text vs script | {fmt(section['english_wer'])} |",
+        "",
+        "| Spanish flag | support | script text P / R / F1 | audio pipeline P / R / F1 |",
+        "|---|---|---|---|",
+        *(f"| {flag} | {text['per_flag'][flag]['support']} | {prf(text['per_flag'][flag])} | "
+          f"{prf(pipe['per_flag'].get(flag))} |" for flag in SCORED_FLAGS if flag in text["per_flag"]),
+        f"| **macro-F1** | | {fmt(text['macro_f1'])} | {fmt(pipe.get('macro_f1'))} |",
+        f"| sentiment accuracy | | {fmt(text['sentiment_accuracy'])} | {fmt(pipe.get('sentiment_accuracy'))} |",
+        f"| PHI redaction recall (tokens) | | {fmt(section['spanish_script_text_redaction']['recall'])} | "
+        f"{fmt(audio['redaction_as_transcribed']['recall'] if audio else None)} |",
+        "",
+    ]
+    if detection["wrong"]:
+        lines += [f"Wrong language: {', '.join(detection['wrong'])}.", ""]
+    if not audio:
+        lines += ["Audio pipeline skipped (`--quick`).", ""]
+    return lines
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Text-level scores (and misses) of the rules engine on one part of the corpus."""
     parser = argparse.ArgumentParser(prog="python -m callintel_dagster.tools.compliance_eval")
     parser.add_argument("--part", choices=("dev", "test", "all"), default="dev")
     parser.add_argument("--misses", action="store_true", help="list every wrong or undecided flag")
+    parser.add_argument("--language", choices=CORPUS_LANGUAGES, default="en", help="which corpus (default en)")
     args = parser.parse_args(argv)
-    report = {"scores": text_evaluation(args.part),
-              "redaction": text_redaction_recall(corpus_part(args.part))}
+    report = {"scores": text_evaluation(args.part, language=args.language),
+              "redaction": text_redaction_recall(corpus_part(args.part, args.language))}
     print(json.dumps(report, indent=2))
     if args.misses:
-        print("\n".join(misses(args.part)))
+        print("\n".join(misses(args.part, language=args.language)))
     return 0
 
 

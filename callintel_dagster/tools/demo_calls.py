@@ -56,6 +56,10 @@ AGENT_VOICES = {
     "agent-bo": "flite:rms",
     "agent-cy": "flite:awb",
     "agent-dee": "flite:kal16",
+    # Spanish agents (the Spanish evaluation corpus): espeak-ng's Spain and Latin American voices, in
+    # variants no corpus customer uses.
+    "agente-lucia": "espeak-ng:es+f1",
+    "agente-mateo": "espeak-ng:es-419+m1",
 }
 # Stored encodings: (sample rate, libsndfile subtype, name in the sidecar).
 CHANNELS = {"pcm16k": (16_000, "PCM_16", "pcm_s16le"), "ulaw8k": (8_000, "ULAW", "pcm_mulaw")}
