@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import uuid
 
 import pandas as pd
 import pytest
@@ -37,3 +38,25 @@ def test_map_calls_runs_in_spark_workers_and_isolates_failures(compute):
 
 def test_no_calls_means_no_spark_job(compute):
     assert compute.map_calls(pd.DataFrame(columns=["call_id"]), _task, "empty").empty
+
+
+def _storage_token_task(call: dict) -> dict:
+    return {"env": [{"sas_token": os.environ.get("AZURE_STORAGE_SAS_TOKEN", "")}]}
+
+
+def test_workers_read_the_storage_credentials_as_they_are_now_not_as_the_jvm_started(compute, monkeypatch):
+    """A storage credential set after the JVM (and its Python workers) started reaches the tasks,
+    and one removed since is gone from them: the workers open blob URLs with their own environment."""
+    calls = pd.DataFrame({"call_id": ["call-00000001"]})
+
+    def token_seen() -> str:
+        return decode_payloads(compute.map_calls(calls, _storage_token_task, "env"))["env"]["sas_token"].item()
+
+    monkeypatch.delenv("AZURE_STORAGE_SAS_TOKEN", raising=False)
+    assert token_seen() == ""
+    token = f"sas-{uuid.uuid4().hex}"
+    monkeypatch.setenv("AZURE_STORAGE_SAS_TOKEN", token)
+    assert token_seen() == token
+    monkeypatch.delenv("AZURE_STORAGE_SAS_TOKEN")
+    assert token_seen() == ""
+
