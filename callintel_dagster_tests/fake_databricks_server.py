@@ -40,23 +40,21 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlparse
 
-from packaging.requirements import Requirement
-from packaging.utils import canonicalize_name
-
 from dagster_pipes import (
     PIPES_PROTOCOL_VERSION,
     PIPES_PROTOCOL_VERSION_FIELD,
     decode_param,
 )
-
+from packaging.requirements import Requirement
+from packaging.utils import canonicalize_name
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 _BOOT_DIR = Path(__file__).resolve().parent / "fake_cluster"
 _SECRET_REF = re.compile(r"^\{\{secrets/([\w.-]+/[\w.-]+)\}\}$")
 PROJECT = "callintel_dagster"
-# What a Databricks ML GPU runtime ships itself, whatever the libraries: Spark and its Python bridge,
-# CUDA builds of torch and torchaudio.
-RUNTIME_DISTRIBUTIONS = ("pyspark", "py4j", "torch", "torchaudio")
+# What a Databricks ML GPU runtime ships itself, whatever the libraries: Spark, its Python bridge and
+# its Spark Connect client's libraries, CUDA builds of torch and torchaudio.
+RUNTIME_DISTRIBUTIONS = ("pyspark", "py4j", "grpcio-status", "zstandard", "torch", "torchaudio")
 
 
 def dbfs_key(path: str) -> str:
@@ -132,7 +130,8 @@ class FakeCluster:
             "spark.databricks.clusterUsageTags.clusterLogDeliveryEnabled": "true",
             "spark.databricks.clusterUsageTags.clusterLogDestination": "dbfs:/cluster-logs",
             "spark.databricks.clusterUsageTags.clusterId": run_dir.name,
-            **cluster.get("spark_conf", {}),
+            # GPU scheduling confs: this machine has no GPU for local Spark to hand out.
+            **{k: v for k, v in cluster.get("spark_conf", {}).items() if ".resource.gpu." not in k},
         }
         submit_args = " ".join(f"--conf {k}={v}" for k, v in conf.items())
         env = {

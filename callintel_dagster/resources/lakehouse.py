@@ -437,4 +437,4 @@ def _spark_schema(schema: pa.Schema):
 def _arrow_schema_of(spark_schema) -> pa.Schema:
     from pyspark.sql.pandas.types import to_arrow_schema
 
-    return to_arrow_schema(spark_schema)
+    return to_arrow_schema(spark_schema, timezone="UTC")

@@ -13,7 +13,6 @@ never affected even though they share the interpreter.
 """
 
 import builtins
-import importlib.abc
 import io
 import os
 
@@ -36,11 +35,20 @@ def _mapped(function):
     return call
 
 
-class _NotInstalled(importlib.abc.MetaPathFinder):
+class _Without:
+    """An import finder that does not see the missing modules: `import x` fails and
+    `importlib.util.find_spec("x")` is None, as where `x` is not installed (libraries probe that)."""
+
+    def __init__(self, finder):
+        self._finder = finder
+
     def find_spec(self, name, path=None, target=None):
-        if name.split(".")[0] in _MISSING:
-            raise ModuleNotFoundError(f"No module named {name!r} (not installed on this cluster)", name=name)
-        return None
+        if name.partition(".")[0] in _MISSING:
+            return None
+        return self._finder.find_spec(name, path, target)
+
+    def __getattr__(self, attribute):  # find_distributions (importlib.metadata), invalidate_caches, ...
+        return getattr(self._finder, attribute)
 
 
 if _ROOT:
@@ -50,4 +58,4 @@ if _ROOT:
 if _MISSING:
     import sys
 
-    sys.meta_path.insert(0, _NotInstalled())
+    sys.meta_path[:] = [_Without(finder) for finder in sys.meta_path]
