@@ -12,7 +12,7 @@ import pandas as pd
 import pyarrow
 import pytest
 
-from callintel_dagster.assets.maintenance import forget_call
+from callintel_dagster.assets.maintenance import forget_call, redacted_copy_key
 from callintel_dagster.engines.ingest import call_id_for
 from callintel_dagster.resources.lakehouse import SparkDeltaLakehouse, VacuumUnsupported
 from callintel_dagster.resources.models import ModelSettings
@@ -133,7 +133,9 @@ def test_the_graph_runs_on_spark_and_forget_call_erases_one_call(
         )
         logs = "\n".join(str(entry) for entry in instance.all_logs(erased.run_id))
     summary = erased.output_for_node("forget_call_data")
-    assert summary["blobs_deleted"] == 1 and not (blob_root / keys[1]).exists() and (blob_root / keys[0]).exists()
+    masked = redacted_copy_key(keys[1], ModelSettings().redacted_folder)
+    assert summary["blobs_deleted"] == 2  # the recording and its PHI-masked copy
+    assert not (blob_root / keys[1]).exists() and not (blob_root / masked).exists() and (blob_root / keys[0]).exists()
     assert summary["rows_deleted"]["raw_call_audio"] == 1
     assert summary["tables_not_vacuumed"] == tables
     assert "this Spark engine has no VACUUM" in logs
