@@ -13,6 +13,7 @@ import os
 import sys
 import threading
 import time
+import tomllib
 from pathlib import Path
 
 import dagster as dg
@@ -432,8 +433,6 @@ def test_the_cluster_spec_installs_the_engines_extra_only():
     missing = modules_missing_on_cluster(["engines"])
     assert {"dagster", "dagster_databricks", "dagster_webserver", "deltalake", "pandera"} <= set(missing)
     assert not {"dagster_pipes", "faster_whisper", "pyannote", "transformers", "pandas", "pyarrow"} & set(missing)
-    import tomllib
-
     extras = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"]
     pins = {r.split("==")[0].lower() for r in extras["engines"]}
     assert not pins & {"dagster", "pyspark", "torch", "torchaudio", "torchcodec"}
