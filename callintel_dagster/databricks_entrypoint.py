@@ -3,8 +3,10 @@
 Deliberately thin: open Dagster Pipes, rebuild the per-call engine task from the JSON spec the
 orchestrator sent (never un-pickled; secrets such as HF_TOKEN come from the cluster's environment,
 set from its secret scope), run it over the day's calls as Spark tasks on the cluster's session
-(the same `mapInPandas` code as the local compute), write one result row per call to the staging path, report materialization metadata.
-Everything it imports ships in the project wheel plus `dagster-pipes`; it needs no Dagster.
+(the same `mapInPandas` code as the local compute, `engines/spark_calls.py`), write one result row per
+call to the staging path, report materialization metadata. Everything it imports ships with
+`callintel_dagster[engines]` (the engines and `dagster-pipes`) or the Databricks runtime (pyspark,
+torch): it never imports Dagster, which the cluster does not have.
 
 `--pipes-io` picks where Pipes context and messages live: `volumes` (a Unity Catalog volume,
 FUSE-mounted at the same path), `dbfs` (DBFS, mounted at /dbfs), or `env` (Pipes' default local
@@ -29,21 +31,14 @@ from dagster_pipes import (
 )
 from pyspark.sql import SparkSession
 
+from callintel_dagster.engines.spark_calls import map_calls_on_spark
 from callintel_dagster.engines.task_spec import task_from_spec
-from callintel_dagster.resources.compute import LocalSparkCompute
 
 _PIPES_IO = {
     "volumes": (PipesUnityCatalogVolumesContextLoader, PipesUnityCatalogVolumesMessageWriter),
     "dbfs": (PipesDbfsContextLoader, PipesDbfsMessageWriter),
     "env": (PipesDefaultContextLoader, PipesDefaultMessageWriter),
 }
-
-
-class ClusterSparkCompute(LocalSparkCompute):
-    """`LocalSparkCompute`'s per-call Spark code on the session the cluster already runs."""
-
-    def _session(self):
-        return SparkSession.builder.getOrCreate()
 
 
 def local_path(uri: str) -> Path:
@@ -58,12 +53,15 @@ def run_stage(pipes: PipesContext, spark) -> None:
     calls = pd.DataFrame(extras["calls"])
     task = task_from_spec(extras["task"])
     pipes.log.info(f"{extras['description']}: {len(calls)} calls on Spark {spark.version}")
-    results = ClusterSparkCompute(calls_per_task=int(extras["calls_per_task"])).map_calls(
-        calls, task, extras["description"]
+    results = map_calls_on_spark(
+        spark, calls, task, extras["description"], calls_per_task=int(extras["calls_per_task"]), task_cpus=1
     )
     target = local_path(extras["results_path"])
     target.parent.mkdir(parents=True, exist_ok=True)
-    results.to_parquet(target, index=False)
+    # Python's file API, like the Pipes message writer: on the cluster both go through the FUSE mount
+    # (the loopback cluster of the tests maps that API, not pyarrow's own filesystem).
+    with open(target, "wb") as out:
+        results.to_parquet(out, index=False)
     metadata = {
         "databricks_calls": len(results),
         "databricks_calls_failed": int((results["status"] != "ok").sum()),

@@ -1,5 +1,6 @@
 """The Databricks path: job spec as data, the Pipes client against a fake workspace over real HTTP,
-the remote entrypoint under a real Pipes session on local Spark, and the MERGE INTO SQL."""
+the submitted entrypoint executed by that workspace's loopback cluster (its own process, clean
+environment, engines extra only, local Spark), and the MERGE INTO SQL."""
 
 import base64
 import binascii
@@ -10,6 +11,9 @@ import json
 import logging
 import os
 import sys
+import threading
+import time
+import tomllib
 from pathlib import Path
 
 import dagster as dg
@@ -38,12 +42,14 @@ from callintel_dagster.resources.databricks import (
     pipes_extras,
     staging_kind,
 )
-from callintel_dagster.resources.lakehouse import SparkDeltaLakehouse, merge_sql
+from callintel_dagster.resources.lakehouse import SparkDeltaLakehouse, merge_sql, vacuum_sql
 from callintel_dagster.resources.models import ModelSettings
 from callintel_dagster_tests.fake_databricks_server import (
+    FakeCluster,
     FakeDatabricksServer,
     RemoteView,
     RunScript,
+    modules_missing_on_cluster,
     pipes_message,
 )
 
@@ -167,7 +173,8 @@ def test_submit_spec_is_plain_data_with_secret_references_only():
                     "parameters": ["--pipes-io", "volumes"],
                 },
                 "libraries": [
-                    {"whl": "/Volumes/main/callintel/artifacts/callintel_dagster-0.1.0-py3-none-any.whl"},
+                    {"pypi": {"package": "callintel_dagster[engines] @ "
+                              "file:///Volumes/main/callintel/artifacts/callintel_dagster-0.1.0-py3-none-any.whl"}},
                     {"pypi": {"package": "dagster-pipes==1.13.27"}},
                 ],
                 "timeout_seconds": 7200,
@@ -260,6 +267,176 @@ def test_timeout_cancels_the_run():
     assert "Databricks run 1000 timed out after 1 s and was cancelled" in failure_description(result)
     assert fake.cancelled == [1000]
     assert fake.runs[1000].result_state == "CANCELED"
+
+
+# --- the submitted entrypoint, executed by the loopback workspace's cluster --------------------
+
+ENTRYPOINT_FILE = "/Volumes/main/callintel/artifacts/databricks_entrypoint.py"
+CLUSTER_HF_TOKEN = "hf_cluster_scope_value_0123456789"
+# A run's process starts a JVM and Python workers: tens of seconds on a busy 2-core machine.
+CLUSTER_TIMEOUT_S = 300
+
+
+@pytest.fixture
+def workspace(monkeypatch):
+    """A loopback workspace whose runs execute: the entrypoint uploaded where the spec points, the
+    cluster's secret scope holding the HF token. The orchestrator's own environment holds a canary
+    that must not reach the cluster."""
+    monkeypatch.setenv("CALLINTEL_ORCHESTRATOR_ONLY_SECRET", CANARY)
+    with FakeDatabricksServer(TOKEN, cluster=FakeCluster(secrets={"callintel/hf-token": CLUSTER_HF_TOKEN})) as fake:
+        fake.put_file(ENTRYPOINT_FILE, (REPO_ROOT / "callintel_dagster" / "databricks_entrypoint.py").read_bytes())
+        yield fake
+
+
+def executed_compute(host: str, **overrides) -> DatabricksPipesCompute:
+    return compute_for(host, **{"timeout_seconds": CLUSTER_TIMEOUT_S, "poll_interval_seconds": 0.5, **overrides})
+
+
+def _stage_over(calls: pd.DataFrame, task=None):
+    @dg.asset(name="gpu_stage")
+    def stage(context: dg.AssetExecutionContext, compute: CallCompute) -> dg.MaterializeResult:
+        results = compute.map_calls(calls, task or CharacteristicsTask(), "callintel test 2026-11-23")
+        return dg.MaterializeResult(metadata={
+            "ok_calls": int((results["status"] == "ok").sum()),
+            "results": dg.MetadataValue.json(results.drop(columns=["seconds"]).to_dict("records")),
+        })
+
+    return stage
+
+
+def materialize_stage(stage, compute) -> tuple[dg.ExecuteInProcessResult, str]:
+    with dg.DagsterInstance.ephemeral() as instance:
+        result = dg.materialize([stage], resources={"compute": compute}, instance=instance, raise_on_error=False)
+        return result, "\n".join(str(entry) for entry in instance.all_logs(result.run_id))
+
+
+def _hanging_call(folder: Path) -> pd.DataFrame:
+    """A call whose recording is a FIFO nobody writes to: reading it blocks, like a hung mount."""
+    fifo = folder / "stuck.wav"
+    os.mkfifo(fifo)
+    return pd.DataFrame([{**_audio_call(folder, "c1"), "audio_path": str(fifo), "size_bytes": "0"}])
+
+
+def _wait_until_finished(fake, run_id: int, seconds: float = 30) -> None:
+    deadline = time.monotonic() + seconds
+    while fake.runs[run_id].life_cycle != "TERMINATED" and time.monotonic() < deadline:
+        time.sleep(0.1)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("staging_path", ["/Volumes/main/callintel/staging", "dbfs:/callintel/staging"])
+def test_the_cluster_runs_the_entrypoint_and_reports_back_through_pipes(workspace, tmp_path, staging_path):
+    """The real round trip: Pipes context uploaded through the Files/DBFS API, the entrypoint started
+    by the workspace with only the spec's environment and the engines extra (Dagster is not
+    importable there), the task run as Spark tasks, results and logs read back through the API."""
+    calls = pd.DataFrame([_audio_call(tmp_path, call_id) for call_id in ("c1", "c2")])
+    result, logs = materialize_stage(_stage_over(calls), executed_compute(workspace.host, staging_path=staging_path))
+
+    assert result.success, logs[-3000:]
+    (materialization,) = result.asset_materializations_for_node("gpu_stage")
+    metadata = {k: v.value for k, v in materialization.metadata.items()}
+    assert metadata["ok_calls"] == 2
+    assert metadata["databricks_calls"] == 2 and metadata["databricks_calls_failed"] == 0
+    assert metadata["databricks_cluster_cores"] == 1
+    assert metadata["Databricks Job Run URL"] == f"{workspace.host}/#job/runs/1000"
+    for row in metadata["results"]:
+        roles = [(r["role"], r["n_turns"]) for r in json.loads(row["payload"])["call_characteristics"]]
+        assert roles == [("agent", 1), ("customer", 1)]
+    assert "callintel test 2026-11-23: 2 calls on Spark" in logs
+
+    run = workspace.runs[1000]
+    assert run.states == ["PENDING", "RUNNING", "TERMINATED"] and run.result_state == "SUCCESS"
+    assert run.process.returncode == 0
+    # Pipes' temp files and the results file are gone; the uploaded entrypoint stays.
+    assert list(workspace.files) == [ENTRYPOINT_FILE]
+    assert os.environ["CALLINTEL_ORCHESTRATOR_ONLY_SECRET"] == CANARY  # the orchestrator has the canary ...
+    cluster_env = workspace.cluster.environment(run.run_dir, workspace.store, run.body["tasks"][0], [])
+    assert CANARY not in json.dumps(cluster_env) and TOKEN not in json.dumps(cluster_env)  # ... the cluster not
+    assert cluster_env["HF_TOKEN"] == CLUSTER_HF_TOKEN
+
+
+@pytest.mark.slow
+def test_a_failing_cluster_process_fails_the_step_with_its_error(workspace, tmp_path):
+    """A cluster whose Spark Python workers cannot start (a wrong PYSPARK_PYTHON in the cluster spec):
+    the process exits non-zero, the run ends FAILED and the step names the task's error."""
+    calls = pd.DataFrame([_audio_call(tmp_path, "c1")])
+    broken = GpuClusterSpec(spark_env_vars={"PYSPARK_PYTHON": "/nonexistent/python3"})
+    result, logs = materialize_stage(
+        _stage_over(calls), executed_compute(workspace.host, cluster=broken)
+    )
+
+    assert not result.success
+    description = failure_description(result)
+    assert "Databricks run 1000 ended TERMINATED/FAILED" in description
+    assert "task error:" in description
+    run = workspace.runs[1000]
+    assert run.states == ["PENDING", "RUNNING", "TERMINATED"] and run.process.returncode != 0
+
+
+def test_a_secret_missing_from_the_workspace_scope_fails_the_run_before_it_starts(workspace, tmp_path):
+    calls = pd.DataFrame([_audio_call(tmp_path, "c1")])
+    compute = executed_compute(workspace.host, secret_env={"HF_TOKEN": "callintel/absent"})
+    result, logs = materialize_stage(_stage_over(calls), compute)
+
+    assert not result.success
+    assert "Databricks run 1000 ended INTERNAL_ERROR/FAILED: Run failed to start: 'callintel/absent'" in failure_description(result)
+    assert workspace.runs[1000].process is None
+
+
+@pytest.mark.slow
+def test_cancelling_in_the_workspace_kills_the_cluster_process(workspace, tmp_path):
+    calls = _hanging_call(tmp_path)
+
+    def cancel_once_running() -> None:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            run = workspace.runs.get(1000)
+            if run is not None and run.life_cycle == "RUNNING":
+                time.sleep(3)  # the driver is up and its Spark task is blocked on the recording
+                workspace.cancel(1000)
+                return
+            time.sleep(0.1)
+
+    canceller = threading.Thread(target=cancel_once_running)
+    canceller.start()
+    result, logs = materialize_stage(_stage_over(calls), executed_compute(workspace.host))
+    canceller.join()
+
+    assert not result.success
+    assert "Databricks run 1000 ended TERMINATED/CANCELED: Run cancelled." in failure_description(result)
+    run = workspace.runs[1000]
+    assert run.states == ["PENDING", "RUNNING", "TERMINATING", "TERMINATED"]
+    assert run.process.poll() is not None
+
+
+@pytest.mark.slow
+def test_a_run_past_its_timeout_is_cancelled_and_its_process_killed(workspace, tmp_path):
+    result, logs = materialize_stage(_stage_over(_hanging_call(tmp_path)), executed_compute(workspace.host, timeout_seconds=8))
+
+    assert not result.success
+    assert "Databricks run 1000 timed out after 8 s and was cancelled" in failure_description(result)
+    _wait_until_finished(workspace, 1000)
+    run = workspace.runs[1000]
+    assert "RUNNING" in run.states and run.life_cycle == "TERMINATED"
+    assert run.result_state in ("CANCELED", "TIMEDOUT")
+    assert run.process.poll() is not None
+
+
+def test_the_cluster_spec_installs_the_engines_extra_only():
+    """What the submitted spec installs (one requirement: the wheel with `[engines]`) brings neither
+    Dagster nor Delta nor pyspark: the loopback cluster, which resolves the extras from pyproject,
+    would not have them, while everything the entrypoint imports is there."""
+    spec = compute_for("http://127.0.0.1:1").submit_spec("r")
+    (library,) = spec["tasks"][0]["libraries"]
+    assert library == {"pypi": {"package": "callintel_dagster[engines] @ "
+                                "file:///Volumes/main/callintel/artifacts/callintel_dagster-0.1.0-py3-none-any.whl"}}
+    missing = modules_missing_on_cluster(["engines"])
+    assert {"dagster", "dagster_databricks", "dagster_webserver", "deltalake", "pandera"} <= set(missing)
+    assert not {"dagster_pipes", "faster_whisper", "pyannote", "transformers", "pandas", "pyarrow"} & set(missing)
+    extras = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"]
+    pins = {r.split("==")[0].lower() for r in extras["engines"]}
+    assert not pins & {"dagster", "pyspark", "torch", "torchaudio", "torchcodec"}
+    assert "dagster-pipes" in pins
 
 
 @pytest.mark.slow
@@ -356,33 +533,10 @@ def test_spark_analyzes_the_merge_against_a_real_table(spark):
     assert "speaker" in spark.table("spark_catalog.callintel.transcripts").columns
 
 
-@pytest.mark.integration
-def test_delta_merge_replaces_only_the_partition(tmp_path: Path):
-    """The real MERGE needs delta-spark's jars, which come from Maven (unreachable offline) and
-    are built into Databricks runtimes; runs wherever `delta` and its jars are installed."""
-    delta = pytest.importorskip("delta", reason="delta-spark not installed: its jars come from Maven, unreachable here")
-    from pyspark.sql import SparkSession
-
-    builder = (
-        SparkSession.builder.master("local[1]")
-        .config("spark.sql.extensions", "io.delta.sql.DeltaSparkSessionExtension")
-        .config("spark.sql.catalog.spark_catalog", "org.apache.spark.sql.delta.catalog.DeltaCatalog")
-        .config("spark.sql.warehouse.dir", str(tmp_path / "warehouse"))
-    )
-    session = delta.configure_spark_with_delta_pip(builder).getOrCreate()
-    session.sql("CREATE DATABASE IF NOT EXISTS callintel")
-    lakehouse = SparkDeltaLakehouse(catalog="spark_catalog", schema_name="callintel")
-    day1, day2 = dt.date(2026, 11, 23), dt.date(2026, 11, 24)
-
-    def rows(ids: list[str], day: dt.date) -> pa.Table:
-        return pa.table({"call_id": ids, "call_date": [day] * len(ids)})
-
-    lakehouse.merge_partition("calls", rows(["a", "b"], day1), ["call_id"], day1)
-    lakehouse.merge_partition("calls", rows(["x"], day2), ["call_id"], day2)
-    metrics = lakehouse.merge_partition("calls", rows(["b", "c"], day1), ["call_id"], day1)
-    assert metrics == {"num_target_rows_inserted": 1, "num_target_rows_updated": 1, "num_target_rows_deleted": 1}
-    table = lakehouse.read("calls").sort_values("call_id")
-    assert list(table["call_id"]) == ["b", "c", "x"]
+def test_vacuum_sql_is_pinned():
+    """Neither Sail nor Spark without Delta's jars parses VACUUM (Delta's SQL extension does), so only
+    the statement Databricks receives is checked, as text."""
+    assert vacuum_sql("`main`.`callintel`.`transcripts`") == "VACUUM `main`.`callintel`.`transcripts` RETAIN 0 HOURS"
 
 
 # --- what travels to the cluster (issue 17, item 5) ------------------------------------------------
@@ -509,3 +663,63 @@ def test_a_task_with_a_credential_field_cannot_be_specced(monkeypatch):
         task_to_spec(LeakyTask(hf_token=CANARY))
     with pytest.raises(TaskSpecError, match="look like credentials"):
         task_from_spec({"kind": "leaky", "fields": {"model": "m", "hf_token": CANARY}})
+
+
+# --- the model stages of the azure-databricks profile, on the executed loopback workspace ----------
+
+
+@pytest.mark.slow
+def test_the_model_stages_run_on_the_databricks_profile_through_executed_pipes(
+    workspace, monkeypatch, resources, blob_root, tiny_wav2vec2_dir, tmp_path
+):
+    """`transcripts`, `tone_scores` and `call_characteristics` with the `azure-databricks` profile's
+    compute (blob store and lakehouse local): one Databricks run each, executed by the workspace's
+    cluster on the real sample call with the real models; the rows land in Delta, the cluster's logs
+    stream into the run and each materialization links its Databricks run."""
+    from callintel_dagster.assets.characteristics import call_characteristics
+    from callintel_dagster.assets.ingest import raw_call_audio
+    from callintel_dagster.assets.segments import valid_segments
+    from callintel_dagster.assets.tone import tone_scores
+    from callintel_dagster.assets.transcripts import transcripts
+    from callintel_dagster.definitions import build_resources
+    from callintel_dagster.tools.demo_data import write_sample_call
+    from callintel_dagster_tests.conftest import DAY_ONE
+
+    write_sample_call(blob_root / DAY_ONE, "agent-7__call.wav")
+    assert dg.materialize([raw_call_audio, valid_segments], partition_key=DAY_ONE, resources=resources).success
+    for name, value in {
+        "DATABRICKS_HOST": workspace.host, "DATABRICKS_TOKEN": TOKEN, "CALLINTEL_DATABRICKS_ENTRYPOINT": ENTRYPOINT_FILE,
+        "CALLINTEL_DATABRICKS_WHEEL": "/Volumes/main/callintel/artifacts/callintel_dagster-0.1.0-py3-none-any.whl",
+        "CALLINTEL_DATABRICKS_STAGING": "/Volumes/main/callintel/staging",
+        "CALLINTEL_AZURE_ACCOUNT": "unused", "CALLINTEL_AZURE_CONTAINER": "unused", "AZURE_STORAGE_KEY": "unused",
+    }.items():
+        monkeypatch.setenv(name, value)
+    workspace.cluster.secrets["callintel/llm-api-key"] = "sk-cluster-scope"
+    profile = build_resources("azure-databricks")
+    # Poll the loopback workspace often: the profile's 10 s suits a real cluster's minutes.
+    compute = profile["compute"].model_copy(update={"poll_interval_seconds": 0.5})
+    models = ModelSettings(tone_backend="wav2vec2", tone_model_path=tiny_wav2vec2_dir, models_root=str(tmp_path))
+    with dg.DagsterInstance.ephemeral() as instance:
+        result = dg.materialize(
+            [transcripts, tone_scores, call_characteristics], partition_key=DAY_ONE, instance=instance,
+            resources={**profile, **resources, "compute": compute, "models": models},
+        )
+        logs = "\n".join(str(entry) for entry in instance.all_logs(result.run_id))
+    assert result.success
+
+    lakehouse = resources["lakehouse"]
+    transcript = lakehouse.read("transcripts")
+    assert len(transcript) >= 2 and set(transcript["role"]) >= {"agent", "customer"}
+    assert " ".join(transcript["text"]).strip()
+    assert len(lakehouse.read("call_tone")) >= 1 and len(lakehouse.read("call_characteristics")) == 2
+    assert lakehouse.read("quarantined_calls").empty
+    urls = {}
+    for event in result.get_asset_materialization_events():
+        metadata = event.materialization.metadata
+        if "Databricks Job Run URL" in metadata:
+            urls[event.asset_key.to_user_string()] = metadata["Databricks Job Run URL"].value
+            assert metadata["databricks_calls"].value == 1 and metadata["databricks_calls_failed"].value == 0
+    assert set(urls) >= {"transcripts", "tone_scores", "call_characteristics"}
+    assert set(urls.values()) == {f"{workspace.host}/#job/runs/{run_id}" for run_id in (1000, 1001, 1002)}
+    assert logs.count(f"{DAY_ONE}: 1 calls on Spark") == 3
+    assert [run.result_state for run in workspace.runs.values()] == ["SUCCESS"] * 3

@@ -23,7 +23,7 @@ import dagster as dg
 from pydantic import Field
 
 from callintel_dagster.resources.blob_store import BlobStore, redacted_copy_key
-from callintel_dagster.resources.lakehouse import Lakehouse
+from callintel_dagster.resources.lakehouse import Lakehouse, VacuumUnsupported
 from callintel_dagster.resources.locks import (
     LakehouseLockTimeout,
     lakehouse_lock,
@@ -152,13 +152,25 @@ def _forget(
             "Check the id; to finish an earlier forget_call of it that failed after deleting the rows, "
             "re-run with allow_unknown: true."
         )
-    files_purged = {table: lakehouse.purge_history(table) for table in tables}
+    files_purged, not_vacuumed = {}, []
+    for table in tables:
+        try:
+            files_purged[table] = lakehouse.purge_history(table)
+        except VacuumUnsupported:
+            files_purged[table] = 0
+            not_vacuumed.append(table)
     context.log.info(f"VACUUM (retention 0) removed {sum(files_purged.values())} data file(s) across {len(tables)} table(s)")
+    if not_vacuumed:
+        context.log.warning(
+            f"call {call_id}: this Spark engine has no VACUUM: the rows are deleted from the current version of "
+            f"{len(not_vacuumed)} table(s), but older versions' data files still hold them until VACUUM ... "
+            "RETAIN 0 HOURS runs on an engine that has it (Databricks)"
+        )
     dashboards = _drop_dashboards_showing(context, reports, call_id)
 
     summary = {
         "rows_deleted": rows_deleted, "files_purged": files_purged, "blobs_deleted": blobs_deleted,
-        "dashboards_deleted": dashboards,
+        "dashboards_deleted": dashboards, "tables_not_vacuumed": not_vacuumed,
     }
     return dg.Output(
         summary,
@@ -169,6 +181,7 @@ def _forget(
             "data_files_purged": sum(files_purged.values()),
             "blobs_deleted": blobs_deleted,
             "dashboards_deleted": dg.MetadataValue.json(dashboards),
+            "tables_not_vacuumed": dg.MetadataValue.json(not_vacuumed),
         },
     )
 

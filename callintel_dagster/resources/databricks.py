@@ -14,7 +14,8 @@ step (context, resources, IO managers) and re-executes it on the cluster, so the
 orchestrator's Dagster version, every resource's dependencies and its secrets; it is superseded
 legacy in dagster-databricks. With Pipes only the per-call task (as a JSON spec) and the day's
 call list travel, the asset body (quarantine, schema checks, MERGE) stays in the orchestrator,
-and the cluster needs nothing but the project wheel and `dagster-pipes`.
+and the cluster installs nothing but the project wheel's `engines` extra (the engines and
+`dagster-pipes`; no Dagster, no pyspark or torch pins over the runtime's own builds).
 
 The step-launcher path stays possible because nothing here is Pipes-specific but this resource: a
 deployment that is mandated to use it binds `databricks_pyspark_step_launcher` (locally
@@ -44,6 +45,8 @@ from callintel_dagster.engines.task_spec import task_to_spec
 from callintel_dagster.resources.compute import RESULT_COLUMNS, CallCompute, CallTask
 
 ENTRYPOINT_ARG = "--pipes-io"
+# The wheel's extra a GPU cluster installs (pyproject.toml): engines + dagster-pipes, nothing else.
+CLUSTER_EXTRA = "engines"
 _SECRET_REF = re.compile(r"^[\w.-]+/[\w.-]+$")
 _FINAL_STATES = {"TERMINATED", "SKIPPED", "INTERNAL_ERROR"}
 
@@ -79,6 +82,17 @@ def staging_kind(staging_path: str) -> str:
     if staging_path.startswith("/Volumes/"):
         return "volumes"
     raise ValueError(f"staging path must start with /Volumes/ or dbfs:/, not {staging_path!r}")
+
+
+def cluster_requirement(wheel: str) -> str:
+    """The pip requirement that installs the project wheel with its cluster extra: a PEP 508 direct
+    reference to the wheel where the cluster mounts it (volumes at /Volumes, DBFS at /dbfs)."""
+    if not wheel.endswith(".whl"):
+        raise ValueError(f"wheel must be a .whl file, not {wheel!r}")
+    local = "/dbfs/" + wheel.removeprefix("dbfs:/") if wheel.startswith("dbfs:/") else wheel
+    if not local.startswith("/"):
+        raise ValueError(f"wheel must be on a volume (/Volumes/...), the workspace (/Workspace/...) or dbfs:/, not {wheel!r}")
+    return f"callintel_dagster[{CLUSTER_EXTRA}] @ file://{local}"
 
 
 def build_submit_spec(
@@ -121,7 +135,7 @@ def build_submit_spec(
             "python_file": entrypoint_file,
             "parameters": [ENTRYPOINT_ARG, staging_kind(staging_path)],
         },
-        "libraries": [{"whl": wheel}, *({"pypi": {"package": p}} for p in pip_packages)],
+        "libraries": [{"pypi": {"package": p}} for p in [cluster_requirement(wheel), *pip_packages]],
         "timeout_seconds": timeout_seconds,
     }
     return {"run_name": run_name, "timeout_seconds": timeout_seconds, "tasks": [task]}
@@ -207,8 +221,8 @@ class DatabricksPipesCompute(CallCompute):
     )
     wheel: str = Field(description="The project wheel on a volume or DBFS, e.g. /Volumes/main/callintel/artifacts/callintel_dagster-0.1.0-py3-none-any.whl.")
     pip_packages: list[str] = Field(
-        default_factory=lambda: ["dagster-pipes==1.13.27"],
-        description="Extra pinned pip requirements the runtime lacks.",
+        default_factory=list,
+        description="Pinned pip requirements the cluster needs beyond the wheel's `engines` extra (which has dagster-pipes).",
     )
     staging_path: str = Field(
         description="Where Pipes and the results files live: a volume (/Volumes/cat/schema/vol/...) or dbfs:/...; "

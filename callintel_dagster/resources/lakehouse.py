@@ -46,6 +46,11 @@ class SchemaMismatchError(ValueError):
     """A writer's column type differs from the stored table's: changing a type needs a migration."""
 
 
+class VacuumUnsupported(RuntimeError):
+    """The Spark engine has no `VACUUM` (Sail 0.7): rows deleted from the current version still sit in
+    the data files of older versions until a VACUUM runs on an engine that has it (Databricks)."""
+
+
 def sql_literal(value: object) -> str:
     if isinstance(value, dt.date):
         return f"CAST('{value.isoformat()}' AS DATE)"
@@ -175,7 +180,8 @@ class Lakehouse(dg.ConfigurableResource, abc.ABC):
 
     @abc.abstractmethod
     def purge_history(self, table: str) -> int:
-        """Physically remove every file and log entry the current table version does not need."""
+        """Physically remove every file and log entry the current table version does not need.
+        Raises `VacuumUnsupported` where the engine cannot."""
 
 
 class DeltaLakehouse(Lakehouse):
@@ -395,13 +401,26 @@ class SparkDeltaLakehouse(Lakehouse):
 
     def purge_history(self, table: str) -> int:
         """`VACUUM … RETAIN 0 HOURS` (Delta's retention check must be off for the session). Returns the
-        number of files removed where the engine reports it, else 0."""
+        number of files removed where the engine reports it, else 0; raises `VacuumUnsupported` on an
+        engine whose SQL has no VACUUM (Sail)."""
         spark = self._spark()
         if not self._exists(spark, table):
             return 0
         spark.conf.set("spark.databricks.delta.retentionDurationCheck.enabled", "false")
-        return len(spark.sql(f"VACUUM {self.table_uri(table)} RETAIN 0 HOURS").collect())
+        try:
+            return len(spark.sql(vacuum_sql(self.table_uri(table))).collect())
+        except Exception as exc:
+            if _NO_VACUUM.search(str(exc)):
+                raise VacuumUnsupported(f"table {table!r}: this Spark engine has no VACUUM ({exc})".splitlines()[0]) from exc
+            raise
 
+
+def vacuum_sql(table_uri: str) -> str:
+    return f"VACUUM {table_uri} RETAIN 0 HOURS"
+
+
+# How Sail 0.7 refuses a statement its SQL parser does not know.
+_NO_VACUUM = re.compile(r"VACUUM", re.IGNORECASE)
 
 _SPARK_SQL_TYPES = {
     "string": "STRING", "int64": "BIGINT", "double": "DOUBLE", "bool": "BOOLEAN",
@@ -418,4 +437,4 @@ def _spark_schema(schema: pa.Schema):
 def _arrow_schema_of(spark_schema) -> pa.Schema:
     from pyspark.sql.pandas.types import to_arrow_schema
 
-    return to_arrow_schema(spark_schema)
+    return to_arrow_schema(spark_schema, timezone="UTC")
