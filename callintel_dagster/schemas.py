@@ -16,7 +16,9 @@ from callintel_dagster.engines.vocabulary import (
     ALERT_KINDS,
     ALERT_STATUSES,
     BI_FLAGS,
+    CHANNEL_LAYOUTS,
     PROB_COLUMNS,
+    ROLE_SOURCES,
     ROLES,
     SENTIMENT_LABELS,
     TONE_LABELS,
@@ -50,6 +52,13 @@ class RawCallAudio(_Table):
     sample_rate: Series[pd.Int64Dtype] = pa.Field(nullable=True, ge=0)
     channels: Series[pd.Int64Dtype] = pa.Field(nullable=True, ge=0)
     codec: Series[str] = pa.Field(nullable=True)
+    channel_layout: Series[str] = pa.Field(
+        nullable=True, isin=list(CHANNEL_LAYOUTS),
+        description="mono / split_stereo (one party per channel) / mono_in_stereo / multichannel (engines/channels.py)",
+    )
+    channel_separation: Series[float] = pa.Field(
+        nullable=True, ge=0, le=1, description="Two-channel files: the energy-activity separation the layout came from",
+    )
     status: Series[str] = pa.Field(isin=CALL_STATUSES)
     error: Series[str] = pa.Field(nullable=True)
     ingested_at: Series[pd.DatetimeTZDtype(tz="UTC")] = pa.Field()
@@ -137,6 +146,9 @@ class ConversationMetrics(_Table):
     words_per_minute_agent: Series[float] = pa.Field(ge=0, nullable=True)
     words_per_minute_customer: Series[float] = pa.Field(ge=0, nullable=True)
     model_id: Series[str] = pa.Field(description="ASR and diarization models that produced the call's transcript")
+    role_source: Series[str] = pa.Field(
+        isin=list(ROLE_SOURCES), description="channel_map (split-stereo call, one party per channel) or diarization",
+    )
 
 
 class RedactedAudio(_Table):
