@@ -88,12 +88,17 @@ def test_quick_bench_reports_every_section(tmp_path, capsys):
     assert corpus["corpus_calls"] >= 60 and corpus["split_seed"] and corpus["audio_pipeline"] is None
     assert _number(corpus["script_text"]["macro_f1"]) and _number(corpus["script_text_redaction"]["recall"])
 
+    channels = report["channels"]  # --quick: one split-stereo and one mono-in-stereo test call
+    assert channels["layout_correct"] == len(channels["calls"]) == 2
+    assert channels["mono_in_stereo_on_diarization"] == channels["mono_in_stereo_calls"] == 1
+    assert channels["role_accuracy_by_time"] >= 0.9 and _number(channels["der_collar_0_25"])
+
     markdown = (out / "results.md").read_text()
     assert markdown in capsys.readouterr().out
-    for heading in ("## 1.", "## 2.", "## 3.", "## 3b.", "## 4."):
+    for heading in ("## 1.", "## 2.", "## 3.", "## 3b.", "## 4.", "## 5."):
         assert heading in markdown
     tables = _tables(markdown)
-    assert len(tables) == 7
+    assert len(tables) == 9
     for table in tables:
         assert set(table[1].replace("|", "")) == {"-"}, "second row of a table is its separator"
         assert len({_cells(line) for line in table}) == 1, f"ragged table:\n{chr(10).join(table)}"
