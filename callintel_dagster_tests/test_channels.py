@@ -16,12 +16,13 @@ import soundfile
 from callintel_dagster.assets.ingest import raw_call_audio
 from callintel_dagster.assets.segments import valid_segments
 from callintel_dagster.assets.transcripts import transcripts
-from callintel_dagster.engines.align import build_turns
+from callintel_dagster.engines.align import build_turns, conversation_metrics
 from callintel_dagster.engines.asr import Word
 from callintel_dagster.engines.audio import decode_audio
 from callintel_dagster.engines.channels import (
     SPLIT_MIN_SEPARATION,
     channel_roles,
+    channel_turns,
     measure_layout,
     own_speech,
 )
@@ -111,6 +112,19 @@ def test_channel_map_and_known_speaker_turns() -> None:
     turns = build_turns(words, [], speakers=["right", "left", "left"], roles=channel_roles("right"))
     assert turns[["speaker", "role", "text"]].values.tolist() == [
         ["left", "customer", "hello there"], ["right", "agent", "yes"]]
+
+
+def test_talk_time_and_overlap_come_from_both_channels_activity() -> None:
+    """The right (agent) channel talks 1.5-3.5 s without a word recognised, over the left one's 0-2 s."""
+    words = [Word(0.1, 0.5, "hello", 0.9)]
+    turns = build_turns(words, [], speakers=["left"], roles=channel_roles("right"))
+    speakers = channel_turns([[(0.0, 2.0)], [(1.5, 3.5)]])
+    metrics = conversation_metrics(turns, speakers, 5.0, channel_roles("right"))
+    assert metrics["talk_time_agent_s"] == pytest.approx(2.0)
+    assert metrics["talk_time_customer_s"] == pytest.approx(2.0)
+    assert metrics["overlap_s"] == pytest.approx(0.5)
+    assert metrics["interruptions"] == 1
+    assert metrics["non_talk_time_s"] == pytest.approx(1.5)
 
 
 def test_the_channel_map_travels_in_the_task_spec() -> None:

@@ -189,12 +189,16 @@ def _count_interruptions(per_speaker: dict[str, list[tuple[float, float]]]) -> i
 
 
 def conversation_metrics(
-    turns_df: pd.DataFrame, speaker_turns: Sequence[SpeakerTurn], call_duration_s: float
+    turns_df: pd.DataFrame,
+    speaker_turns: Sequence[SpeakerTurn],
+    call_duration_s: float,
+    roles: Mapping[str, str] | None = None,
 ) -> dict[str, float | int]:
     """Talk-time and turn-taking facts of one call.
 
     Times come from diarization (`speaker_turns`), which also covers speech ASR produced no words
-    for; roles and word counts come from `turns_df` (a speaker with no words counts as customer).
+    for; roles and word counts come from `turns_df` (a speaker with no words counts as customer),
+    unless the roles are known (`roles`, speaker -> role: the channel map of a split-stereo call).
     - talk_time_<role>_s: union of that role's speaker turns.
     - overlap_s: time with two or more speakers talking at once.
     - non_talk_time_s: call time nobody talks, so agent + customer - overlap + non_talk = duration
@@ -204,7 +208,7 @@ def conversation_metrics(
       do).
     - words_per_minute_<role>: that role's words over its talk time.
     """
-    roles = dict(zip(turns_df["speaker"], turns_df["role"]))
+    roles = dict(roles) if roles is not None else dict(zip(turns_df["speaker"], turns_df["role"]))
     per_speaker: dict[str, list[tuple[float, float]]] = {}
     for turn in speaker_turns:
         per_speaker.setdefault(turn.speaker, []).append((turn.start, turn.end))

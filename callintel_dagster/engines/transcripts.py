@@ -62,15 +62,15 @@ class TranscriptTask:
     def __call__(self, call: dict) -> dict[str, list[dict]]:
         if call.get("channel_layout") == SPLIT_STEREO:
             audio, words, speakers, turns = self.per_channel(call)
-            role_source = ROLE_FROM_CHANNEL_MAP
+            roles, role_source = channel_roles(self.agent_channel), ROLE_FROM_CHANNEL_MAP
         else:
             audio = decode_call_audio(call)
             words = transcribe(audio, self.asr)
             speakers = diarize(audio, self.diarization)
             turns = build_turns(words, speakers)
-            role_source = ROLE_FROM_DIARIZATION
+            roles, role_source = None, ROLE_FROM_DIARIZATION
         duration = audio.size / SAMPLE_RATE
-        metrics = conversation_metrics(turns, speakers, duration)
+        metrics = conversation_metrics(turns, speakers, duration, roles)
         redacted = redact_turns(turns)
         turns["phi_kinds"] = [json.dumps(kinds) for kinds in redacted["phi_kinds"]]
         if self.redact_at_rest:
