@@ -70,6 +70,7 @@ SPLIT_MIN_SEPARATION = 0.05
 _FLOOR_DB = -120.0
 # A stretch of a channel's speech shorter than this, between frames of the other party's echo, is echo.
 MIN_OWN_SPEECH_S = 0.25
+MIN_SPEAKING_S = 0.1
 # A word Whisper puts where its channel's VAD heard nothing is noise it read as speech.
 WORD_SPEECH_SLACK_S = 0.2
 
@@ -183,11 +184,14 @@ def own_speech(speech_by_channel: Sequence[Sequence[Span]], levels: np.ndarray,
     """Each channel's VAD speech minus the frames where the other channel dominates it by
     `DOMINANCE_DB`: there the channel carries the other party's echo (bleed), which VAD hears as
     speech too. Both parties talking at once keep both channels (neither dominates), so overlap
-    stays measured. Pieces shorter than `min_speech_s` left by the cut are dropped."""
+    stays measured. Pieces shorter than `min_speech_s` left by the cut are dropped, and so are
+    pieces with less than `MIN_SPEAKING_S` of the channel's own speech in them."""
     relative = _relative(levels)
     own = []
     for index, spans in enumerate(speech_by_channel):
         dominated = relative[1 - index] - relative[index] >= DOMINANCE_DB
+        # Frames where this channel itself speaks: near its speech level and not drowned by the other.
+        speaking = (relative[index] >= ACTIVE_DB) & ~dominated
         kept = []
         for start, end in spans:
             first, last = int(start / FRAME_S), min(int(np.ceil(end / FRAME_S)), dominated.size)
@@ -199,7 +203,10 @@ def own_speech(speech_by_channel: Sequence[Sequence[Span]], levels: np.ndarray,
                     cursor = (frame + 1) * FRAME_S
             if end - cursor >= min_speech_s:
                 kept.append((cursor, end))
-        own.append(kept)
+        # A piece in which the channel never speaks is the hiss of the other party's pauses
+        # between words, which VAD bridged while it heard their echo.
+        own.append([(s, e) for s, e in kept
+                    if speaking[int(s / FRAME_S):int(np.ceil(e / FRAME_S))].sum() * FRAME_S >= MIN_SPEAKING_S])
     return own
 
 
