@@ -16,7 +16,9 @@ from callintel_dagster.engines.vocabulary import (
     ALERT_KINDS,
     ALERT_STATUSES,
     BI_FLAGS,
+    CHANNEL_LAYOUTS,
     PROB_COLUMNS,
+    ROLE_SOURCES,
     ROLES,
     SENTIMENT_LABELS,
     TONE_LABELS,
@@ -50,6 +52,13 @@ class RawCallAudio(_Table):
     sample_rate: Series[pd.Int64Dtype] = pa.Field(nullable=True, ge=0)
     channels: Series[pd.Int64Dtype] = pa.Field(nullable=True, ge=0)
     codec: Series[str] = pa.Field(nullable=True)
+    channel_layout: Series[str] = pa.Field(
+        nullable=True, isin=list(CHANNEL_LAYOUTS),
+        description="mono / split_stereo (one party per channel) / mono_in_stereo / multichannel (engines/channels.py)",
+    )
+    channel_separation: Series[float] = pa.Field(
+        nullable=True, ge=0, le=1, description="Two-channel files: the energy-activity separation the layout came from",
+    )
     status: Series[str] = pa.Field(isin=CALL_STATUSES)
     error: Series[str] = pa.Field(nullable=True)
     ingested_at: Series[pd.DatetimeTZDtype(tz="UTC")] = pa.Field()
@@ -142,6 +151,9 @@ class ConversationMetrics(_Table):
     language: Series[str] = pa.Field(nullable=True, description="Whisper code of the call's detected language (en, es)")
     language_probability: Series[float] = pa.Field(
         nullable=True, ge=0, le=1, description="Whisper's probability of that language on the first 30 s of speech; null = not detected (one language configured)")
+    role_source: Series[str] = pa.Field(
+        isin=list(ROLE_SOURCES), description="channel_map (split-stereo call, one party per channel) or diarization",
+    )
 
 
 class RedactedAudio(_Table):

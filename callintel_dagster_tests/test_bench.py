@@ -92,12 +92,17 @@ def test_quick_bench_reports_every_section(tmp_path, capsys):
     assert languages["spanish_corpus_calls"] >= 20 and languages["spanish_audio_pipeline"] is None
     assert _number(languages["spanish_script_text"]["macro_f1"]) and languages["detection"]["calls"] == 0
 
+    channels = report["channels"]  # --quick: one split-stereo and one mono-in-stereo test call
+    assert channels["layout_correct"] == len(channels["calls"]) == 2
+    assert channels["mono_in_stereo_on_diarization"] == channels["mono_in_stereo_calls"] == 1
+    assert channels["role_accuracy_by_time"] >= 0.9 and _number(channels["der_collar_0_25"])
+
     markdown = (out / "results.md").read_text()
     assert markdown in capsys.readouterr().out
-    for heading in ("## 1.", "## 2.", "## 3.", "## 3b.", "## 3c.", "## 4."):
+    for heading in ("## 1.", "## 2.", "## 3.", "## 3b.", "## 3c.", "## 4.", "## 5."):
         assert heading in markdown
     tables = _tables(markdown)
-    assert len(tables) == 9
+    assert len(tables) == 11
     for table in tables:
         assert set(table[1].replace("|", "")) == {"-"}, "second row of a table is its separator"
         assert len({_cells(line) for line in table}) == 1, f"ragged table:\n{chr(10).join(table)}"

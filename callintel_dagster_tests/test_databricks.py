@@ -314,7 +314,7 @@ def _hanging_call(folder: Path) -> pd.DataFrame:
     """A call whose recording is a FIFO nobody writes to: reading it blocks, like a hung mount."""
     fifo = folder / "stuck.wav"
     os.mkfifo(fifo)
-    return pd.DataFrame([{**_audio_call(folder, "c1"), "audio_path": str(fifo), "size_bytes": "0"}])
+    return pd.DataFrame([{**_audio_call(folder, "c1"), "audio_url": f"file://{fifo}", "size_bytes": "0"}])
 
 
 def _wait_until_finished(fake, run_id: int, seconds: float = 30) -> None:

@@ -105,6 +105,7 @@ def stage_frames() -> dict[str, pd.DataFrame]:
         **_audit(cid), "blob_key": f"{date}/{agent or 'x'}__{cid}.wav", "blob_version": "v1", "agent_id": agent,
         "size_bytes": 1000, "checksum_sha256": "0" * 64, "duration_s": None if cid == QUARANTINED else 60.0,
         "sample_rate": 16000, "channels": 1, "codec": "pcm_s16le",
+        "channel_layout": None if cid == QUARANTINED else "mono", "channel_separation": None,
         "status": "quarantined" if cid == QUARANTINED else "ok",
         "error": "truncated" if cid == QUARANTINED else None, "ingested_at": NOW,
     } for cid, (date, agent) in CALLS.items()]))
@@ -117,6 +118,7 @@ def stage_frames() -> dict[str, pd.DataFrame]:
         **_audit(cid), "duration_s": 60.0, "n_speakers": 2, "talk_time_agent_s": 20.0, "talk_time_customer_s": 25.0,
         "non_talk_time_s": 15.0, "overlap_s": 1.0, "interruptions": 3 if cid == BILLING else 0,
         "words_per_minute_agent": 150.0, "words_per_minute_customer": 140.0, "model_id": "whisper:tiny.en",
+        "role_source": "diarization",
     } for cid in TURNS]))
     tone_scores = ToneScores.validate(pd.DataFrame([{
         **_audit(cid), "segment_index": i, "start_s": float(s), "end_s": float(e), "p_angry": p,

@@ -52,9 +52,11 @@ def _inventory_day(
     if not config.allow_purge:
         _refuse_mass_deletion(set(known["blob_key"]), {blob.key for blob in blobs}, audio_settings.max_vanished_share, folder)
     # A recording already inventoried at this version keeps its row: no download, probe or checksum.
+    # Rows stored before channel layouts were measured (no `channel_layout`) are inventoried once more.
+    current = (known["status"] == "ok") & known["channel_layout"].notna()
     unchanged = {
         (row["blob_key"], row["blob_version"]): row
-        for row in known[known["status"] == "ok"][RAW_CALL_AUDIO.payload_columns].to_dict("records")
+        for row in known[current][RAW_CALL_AUDIO.payload_columns].to_dict("records")
     }
     rows = []
     for number, blob in enumerate(blobs, start=1):
@@ -79,7 +81,8 @@ def raw_call_audio(
     audio_settings: AudioSettings,
 ) -> dg.MaterializeResult:
     """One row per recording in the day's blob folder: stable call id, checksum, duration, sample
-    rate, channels, codec. Empty, truncated, non-audio or oversized files get `status=quarantined`
+    rate, channels, codec, channel layout (a two-channel file with one party per channel is
+    `split_stereo`; a copied mix is `mono_in_stereo`). Empty, truncated, non-audio or oversized files get `status=quarantined`
     with a reason (also in `quarantined_calls`); the rest of the day is processed normally. A missing
     folder, or a listing that lost most of the day's recordings, fails the step and changes nothing."""
     call_dates = partition_dates(context)

@@ -36,10 +36,11 @@ KEPT_NOTE = "earlier results of this stage are kept (stale) until a run succeeds
 
 def usable_calls(read: TableReader, blob_store: BlobStore, call_dates: list[dt.date]) -> pd.DataFrame:
     """Calls of the dates that passed ingest and VAD, with the fsspec URL the workers open
-    (`audio_url`, no credential in it) and what `engines.audio.decode_call_audio` checks the file
-    against (size, checksum, VAD-measured duration)."""
+    (`audio_url`, no credential in it), what `engines.audio.decode_call_audio` checks the file
+    against (size, checksum, VAD-measured duration) and the channel layout (a `split_stereo` call is
+    transcribed per channel)."""
     activity = read(SPEECH_ACTIVITY, call_dates)[["call_id", "call_date", "duration_s"]]
-    inventoried = ["call_id", "call_date", "blob_key", "blob_version", "size_bytes", "checksum_sha256"]
+    inventoried = ["call_id", "call_date", "blob_key", "blob_version", "size_bytes", "checksum_sha256", "channel_layout"]
     raw = read(RAW_CALL_AUDIO, call_dates)[inventoried]
     calls = activity.merge(raw, on=["call_id", "call_date"], how="inner")
     calls["audio_url"] = [blob_store.url(key) for key in calls["blob_key"]]

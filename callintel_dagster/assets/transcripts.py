@@ -21,6 +21,7 @@ from callintel_dagster.resources.blob_store import BlobStore, redacted_copy_key
 from callintel_dagster.resources.compute import CallCompute
 from callintel_dagster.resources.lakehouse import Lakehouse
 from callintel_dagster.resources.models import ModelSettings
+from callintel_dagster.resources.settings import AudioSettings
 from callintel_dagster.tables import CONVERSATION_METRICS, REDACTED_AUDIO, TRANSCRIPTS
 
 OUTPUTS = (TRANSCRIPTS, CONVERSATION_METRICS, REDACTED_AUDIO)
@@ -47,16 +48,18 @@ def transcripts(
     lakehouse: Lakehouse,
     compute: CallCompute,
     models: ModelSettings,
+    audio_settings: AudioSettings,
 ):
-    """faster-whisper (word timestamps) + diarization, aligned into turns, run as Spark tasks.
-    Default models are the offline ones shipped in wheels; see README "Models"."""
+    """faster-whisper (word timestamps) + diarization, aligned into turns, run as Spark tasks; a
+    split-stereo call is transcribed per channel with roles from the channel map instead (README
+    "Channels"). Default models are the offline ones shipped in wheels; see README "Models"."""
     call_dates = partition_dates(context)
     read = TableReader(context, lakehouse)
     calls = usable_calls(read, blob_store, call_dates)
     # The masked copy goes back to the blob store, wherever the task runs.
     calls["redacted_audio_url"] = [blob_store.url(redacted_copy_key(key, models.redacted_folder)) for key in calls["blob_key"]]
     stage = run_model_stage(
-        context, stage=TRANSCRIPTS.name, calls=calls, task=models.transcript_task(), compute=compute,
+        context, stage=TRANSCRIPTS.name, calls=calls, task=models.transcript_task(audio_settings), compute=compute,
         lakehouse=lakehouse, call_dates=call_dates, config=config,
     )
     checks = {}

@@ -18,7 +18,7 @@ Every other speaker is a customer (a third party on the line counts as customer 
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 import pandas as pd
@@ -111,16 +111,25 @@ def assign_roles(speaker_words: dict[str, list[str]], first_speaker: str) -> dic
     return {speaker: AGENT if speaker == agent else CUSTOMER for speaker in speaker_words}
 
 
-def build_turns(words: Sequence[Word], speaker_turns: Sequence[SpeakerTurn]) -> pd.DataFrame:
+def build_turns(
+    words: Sequence[Word],
+    speaker_turns: Sequence[SpeakerTurn],
+    *,
+    speakers: Sequence[str] | None = None,
+    roles: Mapping[str, str] | None = None,
+) -> pd.DataFrame:
     """Speaker-attributed transcript turns, one row per run of consecutive words of one speaker.
 
     Columns: turn_index, speaker, role, start_s, end_s, text, confidence (mean word probability),
-    n_words. No words gives an empty frame with those columns.
+    n_words. No words gives an empty frame with those columns. When the speaker of each word is
+    already known (`speakers`, one per word, e.g. the channel it was heard on) and so are the roles
+    (`roles`, speaker -> role), they are taken as given instead of aligned and guessed.
     """
-    words = sorted(words, key=lambda w: (w.start, w.end))
+    order = sorted(range(len(words)), key=lambda i: (words[i].start, words[i].end))
+    words = [words[i] for i in order]
     if not words:
         return pd.DataFrame({column: pd.Series(dtype=dtype) for column, dtype in _TURN_DTYPES.items()})
-    labels = assign_speakers(words, speaker_turns)
+    labels = [speakers[i] for i in order] if speakers is not None else assign_speakers(words, speaker_turns)
 
     groups: list[tuple[str, list[Word]]] = []
     for word, speaker in zip(words, labels):
@@ -132,7 +141,7 @@ def build_turns(words: Sequence[Word], speaker_turns: Sequence[SpeakerTurn]) -> 
     speaker_words: dict[str, list[str]] = {}
     for speaker, group in groups:
         speaker_words.setdefault(speaker, []).extend(w.text for w in group)
-    roles = assign_roles(speaker_words, first_speaker=labels[0])
+    roles = dict(roles) if roles is not None else assign_roles(speaker_words, first_speaker=labels[0])
 
     rows = [
         {
@@ -180,12 +189,16 @@ def _count_interruptions(per_speaker: dict[str, list[tuple[float, float]]]) -> i
 
 
 def conversation_metrics(
-    turns_df: pd.DataFrame, speaker_turns: Sequence[SpeakerTurn], call_duration_s: float
+    turns_df: pd.DataFrame,
+    speaker_turns: Sequence[SpeakerTurn],
+    call_duration_s: float,
+    roles: Mapping[str, str] | None = None,
 ) -> dict[str, float | int]:
     """Talk-time and turn-taking facts of one call.
 
     Times come from diarization (`speaker_turns`), which also covers speech ASR produced no words
-    for; roles and word counts come from `turns_df` (a speaker with no words counts as customer).
+    for; roles and word counts come from `turns_df` (a speaker with no words counts as customer),
+    unless the roles are known (`roles`, speaker -> role: the channel map of a split-stereo call).
     - talk_time_<role>_s: union of that role's speaker turns.
     - overlap_s: time with two or more speakers talking at once.
     - non_talk_time_s: call time nobody talks, so agent + customer - overlap + non_talk = duration
@@ -195,7 +208,7 @@ def conversation_metrics(
       do).
     - words_per_minute_<role>: that role's words over its talk time.
     """
-    roles = dict(zip(turns_df["speaker"], turns_df["role"]))
+    roles = dict(roles) if roles is not None else dict(zip(turns_df["speaker"], turns_df["role"]))
     per_speaker: dict[str, list[tuple[float, float]]] = {}
     for turn in speaker_turns:
         per_speaker.setdefault(turn.speaker, []).append((turn.start, turn.end))

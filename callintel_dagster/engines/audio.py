@@ -85,8 +85,11 @@ def decode_audio(
     sample_rate: int = SAMPLE_RATE,
     max_duration_s: float | None = None,
     max_bytes: int | None = None,
+    channels: int = 1,
 ) -> np.ndarray:
-    """Decode any audio file to mono float32 at `sample_rate`, streaming frame by frame.
+    """Decode any audio file to mono float32 at `sample_rate`, streaming frame by frame; with
+    `channels=2`, keep a stereo file's two channels: shape (2, n), left first (a mono file is copied
+    to both).
 
     Memory: the samples go straight into one buffer sized from the container's declared duration
     (grown by half, in place where the allocator can, when a header under-declares it), so the peak
@@ -103,13 +106,16 @@ def decode_audio(
         raise AudioDecodeError(f"{path.name}: file is empty (0 bytes)")
     if max_bytes is not None and size > max_bytes:
         raise AudioDecodeError(f"{path.name}: {size} bytes exceeds the {max_bytes}-byte limit")
-    resampler = av.AudioResampler(format="flt", layout="mono", rate=sample_rate)
-    limit = None if max_duration_s is None else int(max_duration_s * sample_rate)
+    resampler = av.AudioResampler(format="flt", layout="mono" if channels == 1 else "stereo", rate=sample_rate)
+    limit = None if max_duration_s is None else int(max_duration_s * sample_rate) * channels
     try:
         with av.open(str(path), metadata_errors="ignore") as container:
             if not container.streams.audio:
                 raise AudioDecodeError(f"{path.name}: no audio stream")
-            buffer = _SampleBuffer(path.name, _declared_samples(container, sample_rate), limit, max_duration_s, sample_rate)
+            # Interleaved samples: the buffer counts `channels` values per sample instant.
+            buffer = _SampleBuffer(
+                path.name, _declared_samples(container, sample_rate) * channels, limit, max_duration_s, sample_rate * channels
+            )
             for frame in container.decode(audio=0):
                 for out in resampler.resample(frame):
                     buffer.append(out.to_ndarray().reshape(-1))
@@ -119,7 +125,8 @@ def decode_audio(
         raise
     except (av.error.FFmpegError, UnicodeDecodeError, ValueError) as exc:
         raise AudioDecodeError(f"{path.name}: decoding failed ({_reason(exc)})") from exc
-    return buffer.samples()
+    samples = buffer.samples()
+    return samples if channels == 1 else np.ascontiguousarray(samples.reshape(-1, channels).T)
 
 
 def _declared_samples(container, sample_rate: int) -> int:
@@ -165,7 +172,7 @@ class _SampleBuffer:
         return self.data
 
 
-def decode_call_audio(call: Mapping[str, Any], sample_rate: int = SAMPLE_RATE) -> np.ndarray:
+def decode_call_audio(call: Mapping[str, Any], sample_rate: int = SAMPLE_RATE, channels: int = 1) -> np.ndarray:
     """The one decode of a call in a model stage, checked against what the earlier stages recorded.
 
     `call` is a model-stage call row (values may arrive as strings from Spark): `audio_url` (an
@@ -189,6 +196,7 @@ def decode_call_audio(call: Mapping[str, Any], sample_rate: int = SAMPLE_RATE) -
             size = path.stat().st_size
             if size != expected_size or sha256_of(path) != expected_sha:
                 raise changed(f"{size} bytes now, {expected_size} inventoried, or a different checksum")
-            return decode_audio(path, sample_rate, max_duration_s=float(call["duration_s"]) + 1.0, max_bytes=expected_size)
+            return decode_audio(path, sample_rate, max_duration_s=float(call["duration_s"]) + 1.0, max_bytes=expected_size,
+                                channels=channels)
     except BlobTooLargeError as exc:
         raise changed(f"more than the {expected_size} bytes inventoried") from exc

@@ -7,6 +7,7 @@ import math
 from pathlib import Path
 
 from callintel_dagster.engines.audio import AudioDecodeError, probe_audio, sha256_of
+from callintel_dagster.engines.channels import measure_layout
 
 AGENT_SEPARATOR = "__"
 
@@ -23,7 +24,9 @@ def agent_id_for(blob_key: str) -> str | None:
 
 
 def inventory_recording(path: Path, blob_key: str, max_bytes: int, max_duration_s: float) -> dict:
-    """Probe one recording. Problems become `status="quarantined"` with a reason, never an exception."""
+    """Probe one recording, and measure how its channels carry the parties (`engines/channels.py`:
+    a two-channel file is decoded once for that). Problems become `status="quarantined"` with a
+    reason, never an exception."""
     size = path.stat().st_size
     row: dict = {
         "call_id": call_id_for(blob_key),
@@ -35,6 +38,8 @@ def inventory_recording(path: Path, blob_key: str, max_bytes: int, max_duration_
         "sample_rate": None,
         "channels": None,
         "codec": None,
+        "channel_layout": None,
+        "channel_separation": None,
         "status": "ok",
         "error": None,
     }
@@ -54,6 +59,8 @@ def inventory_recording(path: Path, blob_key: str, max_bytes: int, max_duration_
             raise AudioDecodeError(
                 f"{path.name}: {row['duration_s']:.0f} s exceeds the {max_duration_s:.0f}-second limit"
             )
+        layout = measure_layout(path, probe.channels)
+        row.update(channel_layout=layout.layout, channel_separation=layout.separation)
     except AudioDecodeError as exc:
         row.update(status="quarantined", error=str(exc))
     return row

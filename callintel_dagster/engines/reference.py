@@ -22,6 +22,7 @@ from pyannote.core import Annotation, Segment
 from pyannote.metrics.diarization import DiarizationErrorRate
 
 from callintel_dagster.engines.packaged import packaged_file
+from callintel_dagster.engines.spans import total_length, union_spans
 
 SAMPLE_URI = "sample"
 
@@ -127,3 +128,25 @@ def diarization_error_rate(
         duration_s = max(ends, default=0.0)
     metric = DiarizationErrorRate(collar=collar, skip_overlap=False)
     return float(metric(reference, hypothesis, uem=Segment(0.0, duration_s)))
+
+
+def role_accuracy_by_time(hypothesis: Iterable, reference: Iterable) -> float:
+    """Share of the reference speech time the hypothesis attributes to a role that it attributes to
+    the right one. Both are objects with `start`, `end` and `speaker` naming the role (agent /
+    customer); each role's turns are merged first. Time the hypothesis leaves unattributed (missed
+    speech) is left out: DER counts that; this scores who, not when."""
+    def by_role(turns: Iterable) -> dict[str, list[tuple[float, float]]]:
+        spans: dict[str, list[tuple[float, float]]] = {}
+        for turn in turns:
+            spans.setdefault(turn.speaker, []).append((turn.start, turn.end))
+        return {role: union_spans(role_spans) for role, role_spans in spans.items()}
+
+    def overlap(a: list[tuple[float, float]], b: list[tuple[float, float]]) -> float:
+        return total_length([(max(s, t), min(e, u)) for s, e in a for t, u in b if min(e, u) > max(s, t)])
+
+    hyp, ref = by_role(hypothesis), by_role(reference)
+    anywhere = union_spans([span for spans in hyp.values() for span in spans])
+    attributed = sum(overlap(spans, anywhere) for spans in ref.values())
+    if attributed <= 0:
+        return 0.0
+    return sum(overlap(spans, hyp.get(role, [])) for role, spans in ref.items()) / attributed

@@ -6,6 +6,15 @@ from __future__ import annotations
 AGENT = "agent"
 CUSTOMER = "customer"
 ROLES: tuple[str, ...] = (AGENT, CUSTOMER)
+# How a recording's channels carry the parties (engines/channels.py) and where a call's roles came from.
+MONO = "mono"
+SPLIT_STEREO = "split_stereo"
+MONO_IN_STEREO = "mono_in_stereo"
+MULTICHANNEL = "multichannel"
+CHANNEL_LAYOUTS: tuple[str, ...] = (MONO, SPLIT_STEREO, MONO_IN_STEREO, MULTICHANNEL)
+ROLE_FROM_CHANNEL_MAP = "channel_map"
+ROLE_FROM_DIARIZATION = "diarization"
+ROLE_SOURCES: tuple[str, ...] = (ROLE_FROM_CHANNEL_MAP, ROLE_FROM_DIARIZATION)
 SENTIMENT_LABELS: tuple[str, ...] = ("negative", "neutral", "positive")
 TONE_LABELS: tuple[str, ...] = ("angry", "anxious", "sad", "neutral_positive")
 NEGATIVE_TONES: frozenset[str] = frozenset({"angry", "anxious", "sad"})

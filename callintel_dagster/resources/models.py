@@ -10,6 +10,7 @@ from callintel_dagster.engines.asr import AsrConfig
 from callintel_dagster.engines.diarize import DiarizationConfig
 from callintel_dagster.engines.tone import ToneConfig
 from callintel_dagster.engines.transcripts import TranscriptTask
+from callintel_dagster.resources.settings import AudioSettings
 
 
 class ModelSettings(dg.ConfigurableResource):
@@ -73,9 +74,12 @@ class ModelSettings(dg.ConfigurableResource):
             return ToneConfig(backend="embedded", model_path=self.embedded_tone_dir())
         return ToneConfig(backend="wav2vec2", model_path=self.tone_model_path, device=self.device)
 
-    def transcript_task(self) -> TranscriptTask:
+    def transcript_task(self, audio: AudioSettings | None = None) -> TranscriptTask:
+        """The transcript task; `audio` gives split-stereo calls the channel map and VAD settings."""
+        audio = audio or AudioSettings()
         return TranscriptTask(
-            self.asr_config(), self.diarization_config(), self.redact_transcripts_at_rest, self.audio_redaction,
+            self.asr_config(), self.diarization_config(), self.redact_transcripts_at_rest,
+            self.audio_redaction, agent_channel=audio.agent_channel, vad=audio.vad_config(),
         )
 
     def asr_config(self) -> AsrConfig:

@@ -1,6 +1,8 @@
-"""Audio limits and VAD knobs, as one resource so every stage reads the same values."""
+"""Audio limits, VAD knobs and the channel map, as one resource so every stage reads the same values."""
 
 from __future__ import annotations
+
+from typing import Literal
 
 import dagster as dg
 from pydantic import Field
@@ -23,6 +25,12 @@ class AudioSettings(dg.ConfigurableResource):
         default=0.5,
         description="A listing in which more than this share of a day's known recordings has vanished fails the "
         "ingest instead of deleting their rows, unless the run sets `raw_call_audio.config.allow_purge`.",
+    )
+
+    agent_channel: Literal["left", "right"] = Field(
+        default="left",
+        description="The channel map of two-channel recordings with one party per channel (split_stereo): the "
+        "agent's channel; the other one is the customer's. Mono and mono-in-stereo files are diarized instead.",
     )
 
     def vad_config(self) -> VadConfig:

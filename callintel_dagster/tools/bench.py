@@ -18,7 +18,9 @@ each other (a WER from one machine next to a throughput from another would mean 
    real Delta tables in a temporary data folder, against a plain per-file loop over the same calls
    with the same engine functions. The pipeline is not guaranteed to win on a small machine; the
    report says where its time goes instead of hiding it.
-5. **Machine**: cores, memory, thread settings and library versions, with timestamps.
+5. **Channels**: layout check, role accuracy and DER of the per-channel path on generated
+   split-stereo and mono-in-stereo test calls (``tools/channel_eval``).
+6. **Machine**: cores, memory, thread settings and library versions, with timestamps.
 
 Results go to `bench/results.json` and `bench/results.md`; the markdown is also printed.
 """
@@ -40,7 +42,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from callintel_dagster.tools import compliance_eval
+from callintel_dagster.tools import channel_eval, compliance_eval
 from callintel_dagster.tools.demo_calls import DEMO_DATES
 from callintel_dagster.tools.report_format import fmt, prf
 
@@ -81,6 +83,10 @@ def main(args: argparse.Namespace) -> int:
     with tempfile.TemporaryDirectory(prefix="callintel-languages-") as work:
         resources = None if args.quick else _pipeline_resources(Path(work), models_root)
         languages = compliance_eval.languages_section(Path(work), resources, DEMO_DATES[0], corpus["audio_pipeline"])
+    _progress("channels: generated split-stereo and mono-in-stereo calls")
+    with tempfile.TemporaryDirectory(prefix="callintel-channels-") as work:
+        channels = channel_eval.channels_section(
+            Path(work), channel_eval.QUICK_TEST_CALLS if args.quick else channel_eval.TEST_CALLS)
 
     report = {
         "machine": machine_info(),
@@ -96,6 +102,7 @@ def main(args: argparse.Namespace) -> int:
         "compliance_corpus": corpus,
         "languages": languages,
         "throughput": throughput,
+        "channels": channels,
     }
     output_dir.mkdir(parents=True, exist_ok=True)
     markdown = render_markdown(report)
@@ -656,6 +663,7 @@ def render_markdown(report: dict[str, Any]) -> str:
         "plain loop was faster: see the per-date walls (the first date pays Spark start-up and the worker "
         "model loads) and the gap between a stage's wall and its Spark wall (Delta MERGE, schema checks).",
         "",
+        *channel_eval.render_markdown(report["channels"]),
     ]
     return "\n".join(lines)
 

@@ -14,6 +14,12 @@ espeak-ng voice, so the two sides of a call never share a voice. The mix goes th
 channel (300–3400 Hz, 8 kHz) and is stored either as 16 kHz PCM or as 8 kHz µ-law, the two forms
 call-centre recordings usually take.
 
+A script's ``layout`` picks the channels: ``mono`` (default), ``split_stereo`` (agent on the
+``agent_channel``, default left, the caller on the other, each through its own line; ``bleed_db``
+adds the other party's echo at that level) or ``mono_in_stereo`` (the mono mix copied to both
+channels, each with its own hiss, the right one offset by ``copy_gain_db``: -80 leaves it hiss
+only), the two-channel forms recorders write.
+
 Generation is deterministic and idempotent: a call is re-synthesized only when its script, date,
 voices or :data:`GENERATOR_VERSION` change, which the sidecar records as ``script_sha256``.
 """
@@ -35,7 +41,9 @@ import soundfile
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from callintel_dagster.engines.channels import CHANNEL_NAMES
 from callintel_dagster.engines.ingest import AGENT_SEPARATOR, call_id_for
+from callintel_dagster.engines.vocabulary import MONO, MONO_IN_STEREO, SPLIT_STEREO
 
 SCRIPTS_DIR = Path(__file__).with_name("demo_scripts")
 # The days `make demo` fills; a script's ``day`` indexes into them.
@@ -129,6 +137,8 @@ class CallTruth(_Strict):
     turns: list[TruthTurn]
     expected: ExpectedFlags | None
     phi: list[SpokenPhi]
+    channel_layout: Literal["mono", "split_stereo", "mono_in_stereo"] = MONO
+    agent_channel: Literal["left", "right"] | None = None
 
     @model_validator(mode="after")
     def _consistent(self) -> CallTruth:
@@ -196,6 +206,13 @@ class DemoScript:
         identity = {"script": self.body, "call_date": call_date, "generator": GENERATOR_VERSION,
                     "agent_voice": AGENT_VOICES.get(self.agent_id)}
         return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()
+
+
+def with_layout(script: DemoScript, layout: str, tag: str | None = None, **options) -> DemoScript:
+    """``script`` recorded as ``layout`` on an 8 kHz µ-law line (``options``: ``agent_channel``,
+    ``bleed_db``, ``copy_gain_db``); its name gains ``-<tag or layout>`` so both versions can coexist."""
+    return DemoScript(f"{script.name}-{tag or layout.replace('_', '-')}",
+                      {**script.body, "channel": "ulaw8k", "layout": layout, **options})
 
 
 def load_scripts() -> list[DemoScript]:
@@ -315,22 +332,55 @@ def _write_call(script: DemoScript, target: Path, workdir: Path, seed: int) -> d
         gap = float(line.get("gap_s", DEFAULT_GAP_S)) if turn["turn_index"] else 0.0
         speech = _at_level(voices[role].synthesize(line.get("say", turn["text"]), workdir), levels[role])
         start = end + round(gap * MIX_RATE)
-        placed.append((start, speech))
+        placed.append((start, speech, role))
         turns.append({**turn, "speaker": script.agent_id if role == "agent" else "customer",
                       "start_s": round(start / MIX_RATE, 3), "end_s": round((start + speech.size) / MIX_RATE, 3)})
         end = max(end, start + speech.size)
     tail = round(float(body.get("tail_s", 0.8)) * MIX_RATE)
-    mix = np.random.default_rng(seed).normal(0.0, LINE_NOISE_STD, end + tail)
-    for start, speech in placed:
-        mix[start:start + speech.size] += speech
     rate, subtype, encoding = CHANNELS[body["channel"]]
-    line_audio = _telephone_line(mix.astype(np.float32), rate, workdir)
+    layout = body.get("layout", MONO)
+    if layout == SPLIT_STEREO:
+        line_audio = _split_channels(placed, end + tail, body, rate, workdir, seed)
+    else:
+        mix = np.random.default_rng(seed).normal(0.0, LINE_NOISE_STD, end + tail)
+        for start, speech, _role in placed:
+            mix[start:start + speech.size] += speech
+        line_audio = _telephone_line(mix.astype(np.float32), rate, workdir)
+        if layout == MONO_IN_STEREO:
+            # Two converters digitize the copies: each channel gets its own hiss on top.
+            copies = np.stack([line_audio, line_audio * 10 ** (float(body.get("copy_gain_db", 0.0)) / 20)], axis=1)
+            hiss = np.random.default_rng(seed + 1).normal(0.0, LINE_NOISE_STD, copies.shape)
+            line_audio = (copies + hiss).astype(np.float32)
+        elif layout != MONO:
+            raise ValueError(f"{script.name}: unknown layout {layout!r}")
     partial = target.with_name(f".{target.name}.partial")
     soundfile.write(partial, np.clip(line_audio, -1.0, 1.0), rate, subtype=subtype, format="WAV")
     os.replace(partial, target)
+    stereo = {"channel_layout": layout,
+              "agent_channel": body.get("agent_channel", CHANNEL_NAMES[0]) if layout == SPLIT_STEREO else None}
     return {"decodable": True, "encoding": encoding, "sample_rate": rate,
-            "duration_s": round(line_audio.size / rate, 3), "turns": turns,
-            "expected": body["expected"], "phi": body["phi"]}
+            "duration_s": round(line_audio.shape[0] / rate, 3), "turns": turns,
+            "expected": body["expected"], "phi": body["phi"], **stereo}
+
+
+def _split_channels(placed: list[tuple[int, np.ndarray, str]], length: int, body: dict, rate: int,
+                    workdir: Path, seed: int) -> np.ndarray:
+    """(samples, 2): each party on its own line (own hiss), the agent on ``agent_channel``; with
+    ``bleed_db`` each channel also carries the other party at that level, as a handset echo does."""
+    rng = np.random.default_rng(seed)
+    tracks = {role: np.zeros(length) for role in ("agent", "customer")}
+    for start, speech, role in placed:
+        tracks[role][start:start + speech.size] += speech
+    bleed = 10 ** (float(body["bleed_db"]) / 20) if body.get("bleed_db") is not None else 0.0
+    lines = {
+        role: _telephone_line(
+            (tracks[role] + bleed * tracks[other] + rng.normal(0.0, LINE_NOISE_STD, length)).astype(np.float32),
+            rate, workdir)
+        for role, other in (("agent", "customer"), ("customer", "agent"))
+    }
+    agent_channel = body.get("agent_channel", CHANNEL_NAMES[0])
+    order = ("agent", "customer") if agent_channel == CHANNEL_NAMES[0] else ("customer", "agent")
+    return np.stack([lines[role] for role in order], axis=1)
 
 
 def _at_level(speech: np.ndarray, level: str) -> np.ndarray:
