@@ -221,7 +221,8 @@ def _cued_value_spans(text: str) -> list[Span]:
                     gap += 1
                     if gap > (MAX_VALUE_GAP_WORDS if first is not None else 2):
                         break
-            if first is not None:
+            # One ordinal or letter is a word of the sentence ("date of birth first"), not a value.
+            if first is not None and (first is not last or any(c.isdigit() for c in first.group())):
                 start = match.end() + first.start()
                 end = match.end() + last.start() + len(last.group().rstrip(".'\"-)"))
                 spans.append(Span(kind, start, end, text[start:end]))
@@ -339,18 +340,21 @@ def redact_slice(text: str, start: int, end: int) -> str:
 # ("Every six. 19 hundred eighty", "M .E. 8 and the A .R. 6"): no pattern can read that, the
 # question can.
 _ASKED = (
-    ("DOB", re.compile(r"\b(?:date of|birth ?date|birthday|dob|born)\b", re.I)),
-    ("MEMBER_ID", re.compile(r"\b(?:member|id|policy|social|ssn|number)\b", re.I)),
+    ("DOB", re.compile(r"\b(?:dat[ae] of|birth ?date|birthday|dob|born)\b", re.I)),  # ASR: "data of"
+    # "member" alone names the line ("Member Services"), not an identifier; ASR writes "member
+    # number" as "remember number".
+    ("MEMBER_ID", re.compile(r"member\s*(?:id|number|#)|\b(?:id|policy|social|ssn|number)\b", re.I)),
     ("ADDRESS", re.compile(r"\baddress\b", re.I)),
     ("PHONE", re.compile(r"\bphone\b", re.I)),
 )
 _NAME_ASKED = re.compile(r"\bname\b", re.I)
-_QUESTION = re.compile(r"\?|\b(?:can|could|may|what|need|please|tell|give|read|confirm|verify)\b"
+_QUESTION = re.compile(r"\?|\b(?:(?:can|could|may) (?:i|you|we)|what|need|please|tell|give|read|confirm|verify)\b"
                        # a request as a bare noun phrase: "First, your name and date of birth."
                        r"|\b(?:your|the patient'?s|his|her)\s+(?:full\s+)?(?:name|date of|birth|member|id|address)", re.I)
 _NUMBERISH = re.compile(
     rf"^(?:.*\d.*|{_UNIT}|{_TEEN}|{_TENS}|hundred|thousand|oh|zero|{_ORDINAL_WORD}|{_MONTH}|"
     rf"(?:{_TENS})-{_UNIT}|(?:{_TENS})-{_ORDINAL_UNIT})$", re.I)
+_MONTH_ONLY = re.compile(rf"^{_MONTH}$", re.I)
 _SPELLED = re.compile(r"^(?!I$)\.?[A-Z](?:\.?[A-Z]){0,3}\.?$")
 _STARTERS = frozenset(
     "I I'm I've It It's That That's This Yes Yeah Yep Sure Okay Ok OK Alright All Right Thanks Thank Hi "
@@ -373,6 +377,8 @@ def identity_answer_spans(question: str, answer: str) -> list[Span]:
             continue
         if asked and (_NUMBERISH.match(word) or _SPELLED.match(word)):
             kind = asked[0]
+        elif name_asked and _NUMBERISH.match(word) and not _MONTH_ONLY.match(word):
+            kind = "ID"  # asked for a name and more ASR lost ("name and first day?"): a number is identity
         elif name_asked and word[0].isupper() and word not in _STARTERS:
             kind = "NAME"
         else:

@@ -21,6 +21,7 @@ The lexicons were tuned on the ``dev`` part of the evaluation corpus only
 
 from __future__ import annotations
 
+import dataclasses
 import re
 
 from .compliance import HIPAA_FIELDS, CallAssessment, Turn, TurnsLike, normalize_turns
@@ -95,6 +96,9 @@ _CLINICAL = (
 )
 _IDENTITY_ITEM = _words(r"date of birth", r"birth ?dates?", r"birthdays?", r"dob", r"born",
                         r"member (?:number|id|ID)", r"id number", r"ID", r"social", r"ssn",
+                        # ASR: "remember number", "data of the"; a name asked for opens the check
+                        r"\w+member (?:number|id)", r"dat[ae] of (?:birth|the)",
+                        r"(?:your|full|patient'?s|the) name", r"name and",
                         r"last (?:four|4)", r"(?:home |street |mailing |pickup )?address",
                         r"who i'?m (?:talking|speaking) (?:to|with)", r"identity", r"permission",
                         r"on (?:your|the) (?:chart|file|account)",
@@ -116,12 +120,15 @@ _IDENTITY_NOUNS = _words(r"date of birth", r"dob", r"social security", r"ssn", r
 # ASR hears "recorded" as "reported" or "recorder" on a telephone line; the purpose ("for quality",
 # "to help us improve") stands in for the call when ASR loses the noun.
 _RECORDING = _words(r"record(?:ed|ing|s)?", r"monitor(?:ed|ing|s)?", r"tap(?:ed|ing)", r"listened to",
-                    r"saved", r"recorder", r"report(?:ed|ing)")
-_CHANNEL = _words(r"calls?", r"line", r"conversation", r"this", r"for (?:quality|training|accuracy)",
-                  r"(?:help us |to )improve", r"coach")
-# Unambiguous on their own in the opening, whatever ASR made of the rest of the sentence.
+                    r"saved", r"recorder", r"report(?:ed|ing|s)?")
+# The purpose stands for the call when ASR loses the noun: "recorded for quality" heard as
+# "reported forcology".
+_CHANNEL = _words(r"calls?", r"line", r"conversation", r"this", r"for\w*", r"(?:help us |to )improve", r"coach")
+# Unambiguous on their own in the opening, whatever ASR made of the rest of the sentence: the
+# organisation ("we") recording, whatever ASR made of the object ("we record these polls").
 _RECORDING_OPENING = _words(r"recorded", r"recording", r"monitored", r"monitoring", r"taped", r"record it",
-                            r"for quality", r"for training")
+                            r"for quality", r"for training",
+                            r"we(?:'re| are| do)? (?:record|monitor|tape|report)\w*")
 _NOT = re.compile(r"\b(?:not|never|isn't|aren't|won't)\s+(?:be\s+|being\s+)?$", _I)
 
 # --- escalation: a hand-off to more authority inside the organisation, asked for or offered ---
@@ -243,6 +250,15 @@ def _verification_requested(turn: Turn) -> bool:
         for s in _sentences(turn))
 
 
+def _before_request(turn: Turn) -> Turn:
+    """The agent's turn up to its first identity question: what follows it in the same turn is the
+    caller's answer, glued on where diarization missed the hand-over."""
+    for sentence in _sentences(turn):
+        if _verification_requested(Turn(turn.turn_index, turn.role, sentence.group())):
+            return dataclasses.replace(turn, text=turn.text[:sentence.end()])
+    return turn
+
+
 def _verified_at(turns: list[Turn]) -> int | None:
     """Turn index from which the caller counts as verified: the caller's first answer after the agent
     asked for identity details, or the agent's confirmation, whichever comes first."""
@@ -284,7 +300,7 @@ def assess_call_with_rules(turns: TurnsLike) -> CallAssessment:
         if verified is not None and turn.turn_index >= verified:
             break
         if turn.role == "agent":
-            quote = _phi_disclosed(turn, _DISCLOSABLE_KINDS, clinical=True)
+            quote = _phi_disclosed(_before_request(turn), _DISCLOSABLE_KINDS, clinical=True)
         elif requested is None or turn.turn_index < requested:
             quote = _phi_disclosed(turn, _VOLUNTEERED_KINDS, clinical=False, cued_ids=True)
         else:
