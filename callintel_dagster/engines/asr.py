@@ -32,8 +32,6 @@ class AsrConfig:
     `compute_type`: None picks "int8" on CPU and "float16" on CUDA.
     `beam_size`: 1 (greedy) is the default: on tiny.en it is faster and, on the reference call,
     no less accurate than beam 5, which hallucinated words at the end of the call.
-    `initial_prompt`: text Whisper takes as the preceding context of the call, which biases it
-    towards the domain's words and spellings (None: no prompt).
     """
 
     model: str | None = None
@@ -43,7 +41,6 @@ class AsrConfig:
     language: str | None = "en"
     cpu_threads: int = 0
     vad_filter: bool = False
-    initial_prompt: str | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -122,7 +119,6 @@ def transcribe(
         word_timestamps=True,
         vad_filter=config.vad_filter,
         condition_on_previous_text=False,
-        initial_prompt=config.initial_prompt,
         clip_timestamps=clip,
     )
     words = []
