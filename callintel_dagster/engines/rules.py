@@ -123,7 +123,9 @@ _RECORDING = _words(r"record(?:ed|ing|s)?", r"monitor(?:ed|ing|s)?", r"tap(?:ed|
                     r"saved", r"recorder", r"report(?:ed|ing|s)?")
 # The purpose stands for the call when ASR loses the noun: "recorded for quality" heard as
 # "reported forcology".
-_CHANNEL = _words(r"calls?", r"line", r"conversation", r"this", r"for\w*", r"(?:help us |to )improve", r"coach")
+_CHANNEL = _words(r"calls?", r"line", r"conversation", r"this",
+                  r"for\w*\s*(?:quality|training|accuracy|coaching|\w*ology|\w*ality)", r"(?:help us |to )improve",
+                  r"coach")
 # Unambiguous on their own in the opening, whatever ASR made of the rest of the sentence: the
 # organisation ("we") recording, whatever ASR made of the object ("we record these polls").
 _RECORDING_OPENING = _words(r"recorded", r"recording", r"monitored", r"monitoring", r"taped", r"record it",
