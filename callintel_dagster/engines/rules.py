@@ -61,6 +61,8 @@ BILLING_TOPICS: tuple[tuple[str, re.Pattern[str]], ...] = (
     ("cost", re.compile(r"\b(?:costs?|price[ds]?|pricing|fees?|afford|discounts?|coupons?|allowance"
                         r"|\$\s?\d[\d,.]*|" + _NUMBER + r"(?:[ -]\w+)? (?:dollars?|bucks))\b", _I)),
 )
+# Topics named by one short, common word (see `_billing`).
+_WEAK_BILLING_TOPICS = frozenset({"bill", "payment"})
 # "this is not about a bill": a topic named only to rule it out is not billing.
 _TOPIC_NEGATED = re.compile(r"(?:\b(?:not|isn't|nothing to do with|not calling)\s+(?:about|regarding|related to"
                             r"|for)?\s*(?:a|an|the|my|your|any)?|\bno(?:\s+[a-z]+){0,2})\s*$", _I)
@@ -139,7 +141,9 @@ _ESCALATION = re.compile(
     r"|(?:my|our|your|the) lead\b|boss|director|escalat\w*"
     r"|(?:someone|somebody|anyone|anybody|whoever(?:'s| is)?) (?:above you|higher up|senior|more senior"
     r"|in charge|who runs|with (?:more )?authority)|above you|(?:pharmacist|nurse|person) in charge|charge nurse"
-    r"|formal (?:complaint|grievance)|grievance|complaints? team)\b", _I)
+    r"|formal (?:complaint|grievance)|grievance|complaints? team"
+    # ASR inserts an article: "whoever's in charge" heard as "be in a charge chair"
+    r"|(?:be|is|who's|whoever's|someone|somebody) in (?:a )?charge)\b", _I)
 _ESCALATION_NEGATED = re.compile(
     r"\b(?:(?:don't|do not|won't|didn't|doesn't) (?:need|want)|no need for|not asking for|without"
     r"|(?:was|were|am) (?:ready|going|about) to ask for)\b(?:\s+\w+){0,2}\s*$", _I)
@@ -181,7 +185,7 @@ _ACKNOWLEDGED = _words(
 # ... or did not: the caller leaves complaining, threatening, or still stuck.
 _COMPLAINT = _words(
     r"ridiculous", r"unbelievable", r"useless", r"forget it", r"still stuck", r"somewhere else",
-    r"report (?:you|this|them)", r"complain\w*", r"writing to", r"thanks for nothing", r"we'll see",
+    r"report (?:you|this|them)", r"complain\w*", r"writing to", r"thanks? for nothing", r"we'll see",
     r"whatever", r"disgrace\w*", r"don't bother", r"unacceptable", r"go without", r"no appointment at all",
     r"(?:this|that) is (?:a joke|a hassle|so frustrating)", r"so i just (?:wait|go)", r"i'm stuck",
     r"same thing i heard", r"hassle")
@@ -199,9 +203,11 @@ _FRUSTRATION = _words(
 _ENTHUSIASM = re.compile(
     r"!|\b(?:so (?:much|clearly|quickly|kind|helpful)|very much|a lot|a ton|a bunch|wonderful|great"
     r"|perfect|lovely|brilliant|awesome"
-    r"|excellent|splendid|fantastic|amazing|relief|bless|appreciate|really (?:kind|helpful)|saved me"
+    r"|excellent|splendid|fantastic|amazing|relief|bless|appreciat\w*|really (?:kind|helpful)|saved me"
     r"|made my day|good news|feel (?:much |a lot )?better|sweet|cool)\b", _I)
-ENTHUSIASTIC_VADER = 0.75  # a closing turn this positive is warm whatever its words
+# A closing turn this positive is warm whatever its words. High, because VADER reads ASR's garbled
+# words at face value ("Free name, okay, good" for "Three days, okay, good" scores 0.80).
+ENTHUSIASTIC_VADER = 0.85
 NEGATIVE_MEAN = -0.2
 
 
@@ -349,13 +355,19 @@ def assess_call_with_rules(turns: TurnsLike) -> CallAssessment:
 
 
 def _billing(turns: list[Turn]) -> tuple[list[str], list[dict]]:
-    topics, quotes = [], []
+    """Billing topics and their quotes. A call whose only billing word is one short, common word
+    heard once ("paid", "bill") is not billing: on a telephone line that is as often ASR mishearing
+    "recorded", "stay" or "thinner"; a call about money names it more than once."""
+    topics, quotes, hit_count = [], [], 0
     for turn in turns:
         hits = [(topic, m) for topic, pattern in BILLING_TOPICS for m in pattern.finditer(turn.text)
                 if not _TOPIC_NEGATED.search(turn.text[max(0, m.start() - 40):m.start()])]
+        hit_count += len(hits)
         topics += [topic for topic, _ in hits if topic not in topics]
         if hits:
             quotes.append(_quote(turn, *min(m.span() for _, m in hits)))
+    if hit_count == 1 and topics[0] in _WEAK_BILLING_TOPICS:
+        return [], []
     return topics, quotes
 
 
