@@ -162,7 +162,11 @@ _OUTCOME = _words(
     r"(?:was|were) (?:paid|approved) in full", r"(?:won't|will not|don't|do not) (?:owe|need to pay)",
     r"(?:can|could) (?:ignore|just walk in)", r"no (?:late )?(?:fee|changes?|appointment needed)",
     r"taken care of", r"resolved", r"rescheduled", r"all set",
-    r"that(?:'s| is) (?:right|correct|it)")
+    r"that(?:'s| is) (?:right|correct|it)",
+    # a booking or an answer the caller can act on: "I've got you in for Tuesday", "you can give her
+    # the syrup", "the doctor replied"
+    r"i(?:'ve| have) got you (?:in|down|for|booked)", r"(?:replied|answered|did reply|wrote back)",
+    r"you can (?:give|take|use|stop|start|keep|pick|eat|drink|go ahead)")
 # ... or could not be: the agent cannot act, the matter is pending elsewhere, or is handed up.
 _NOT_DONE = _words(
     r"can(?:'t|not| not)", r"(?:i'm|i am|we're|we are) (?:not able|unable)", r"not able to",
@@ -187,7 +191,8 @@ _COMPLAINT = _words(
     r"ridiculous", r"unbelievable", r"useless", r"forget it", r"still stuck", r"somewhere else",
     r"report (?:you|this|them)", r"complain\w*", r"writing to", r"thanks? for nothing", r"we'll see",
     r"whatever", r"disgrace\w*", r"don't bother", r"unacceptable", r"go without", r"no appointment at all",
-    r"(?:this|that) is (?:a joke|a hassle|so frustrating)", r"so i just (?:wait|go)", r"i'm stuck",
+    r"(?:this|that) is (?:a joke|a hassle)", r"(?:so|really|very|just) frustrat\w*", r"so i just (?:wait|go)",
+    r"i'm stuck",
     r"same thing i heard", r"hassle")
 _THANKS = _words(r"thanks?(?: you)?", r"appreciate it", r"cheers")
 _SENTENCE = re.compile(r"[^.!?]+(?:[.!?]+|$)")
@@ -395,6 +400,7 @@ def _resolution(turns: list[Turn]) -> tuple[bool | None, list[dict]]:
     agent_last: tuple[bool, dict] | None = None
     customer_last: tuple[bool, dict] | None = None
     thanks: dict | None = None
+    delighted_after = False  # the caller's last reaction was delight after the agent's last "cannot"
     for turn in turns:
         for sentence in _sentences(turn):
             text = sentence.group()
@@ -402,16 +408,21 @@ def _resolution(turns: list[Turn]) -> tuple[bool | None, list[dict]]:
             if turn.role == "agent":
                 not_done = _NOT_DONE.search(text) or _first(_ESCALATION, Turn(0, "", text), _ESCALATION_NEGATED)
                 if not_done:
-                    agent_last = (False, _quote(turn, *span))
+                    agent_last, delighted_after = (False, _quote(turn, *span)), False
                 elif _OUTCOME.search(text):
-                    agent_last = (True, _quote(turn, *span))
+                    agent_last, delighted_after = (True, _quote(turn, *span)), False
             elif turn.role == "customer":
                 if _COMPLAINT.search(text):
-                    customer_last = (False, _quote(turn, *span))
+                    customer_last, delighted_after = (False, _quote(turn, *span)), False
                 elif _ACKNOWLEDGED.search(text):
                     customer_last = (True, _quote(turn, *span))
+                    delighted_after = bool(_ENTHUSIASM.search(text) and agent_last and not agent_last[0])
                 elif _THANKS.search(text):
                     thanks = _quote(turn, *span)
+    # ASR flips "can" and "can't" on a telephone line; a caller who answers the agent's last word
+    # with delight ("Wonderful, that's a big help") was helped.
+    if agent_last and not agent_last[0] and customer_last and customer_last[0] and delighted_after:
+        agent_last = customer_last
     decided = agent_last or customer_last or ((True, thanks) if thanks else None) or _any_role_outcome(turns)
     if decided is None:
         return None, []
