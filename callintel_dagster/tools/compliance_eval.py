@@ -271,14 +271,13 @@ def audio_evaluation(work: Path, resources: Mapping[str, Any], call_date: str,
     import dagster as dg
     import pandas as pd
 
-    from callintel_dagster.definitions import defs
+    from callintel_dagster.definitions import build_definitions
 
     scripts = corpus_part(part)
     started = time.perf_counter()
     write_demo_calls(work / "blobs", [call_date], scripts=scripts)
     synthesized = time.perf_counter()
-    job = dg.Definitions(assets=defs.assets, asset_checks=defs.asset_checks, jobs=defs.jobs,
-                         resources=dict(resources)).resolve_job_def("call_pipeline_job")
+    job = build_definitions("local", dict(resources)).resolve_job_def("call_pipeline_job")
     with dg.DagsterInstance.ephemeral() as instance:
         result = job.execute_in_process(partition_key=call_date, instance=instance, raise_on_error=False)
     if not result.success:
