@@ -13,7 +13,9 @@ the ``test`` part is scored once, by ``make bench``, through the whole audio pip
 
 Each call expands to a demo-script body, so the demo machinery (TTS voices, telephone line, truth
 sidecars, :func:`~callintel_dagster.tools.demo_calls.flag_scores`) synthesizes and scores it unchanged.
-Run ``python -m callintel_dagster.tools.compliance_eval --part dev`` for the fast text-level loop.
+Run ``python -m callintel_dagster.tools.compliance_eval --part dev`` for the fast text-level loop,
+and add ``--through-audio`` for the same scores on cached ASR + diarization output of the part's
+audio (:func:`cached_transcriptions`, :func:`cached_audio_evaluation`).
 """
 
 from __future__ import annotations
