@@ -87,7 +87,8 @@ def _timed(*lines: tuple[str, str]) -> tuple[list[Word], list[SpeakerTurn]]:
     # ASR lost the agent's greeting: the caller speaks first.
     [("S0", "Hi, I'm trying to find out where my referral went."),
      ("S1", "Sure, let me look. What's your full name and birthday?"),
-     ("S0", "Dana Cole, third of May."), ("S1", "Thanks, you're verified. I can see the referral, I've sent it again.")],
+     ("S0", "Dana Cole, third of May."),
+     ("S1", "Thanks, you're verified. I can see the referral, I've sent it again.")],
     # Diarization glued the agent's "how can I help" onto the caller's first words.
     [("S1", "Kestrel Clinic, this call is monitored."),
      ("S0", "How can I help? I got a statement and my insurance should have paid it."),

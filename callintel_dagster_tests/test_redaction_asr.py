@@ -103,7 +103,8 @@ def test_cues_without_a_value_leave_the_sentence_alone(text):
 
 
 def test_an_answer_glued_to_its_question_or_cut_by_a_turn_boundary_is_redacted():
-    glued = "Thanks for holding, can I get your name and date of birth? Marta Diaz, 19 hundred 60, April 2. Thanks Marta."
+    glued = ("Thanks for holding, can I get your name and date of birth? Marta Diaz, 19 hundred 60, April 2. "
+             "Thanks Marta.")
     [(redacted, _)] = redact_call([glued], ["agent"])
     assert not any(leak in redacted for leak in ("19", "60", "April 2", "Diaz")), redacted
     assert "Thanks for holding, can I get your name and date of birth?" in redacted

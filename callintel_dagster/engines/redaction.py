@@ -124,7 +124,8 @@ _PATTERNS: tuple[tuple[str, re.Pattern[str], int], ...] = (
                            r"(?:at|on)\s+|\baddress(?:\s+on\s+file)?(?:\s+is|:)?\s+|\bmoved\s+to\s+)"
                            r"(\d{1,6}(?:\s+" + _NOT_ADDRESS_WORD + r"[A-Za-z]+){1,3})"), 1),
     # An identity read back, "I have Ruth Adler at 77 Sparrow Lane", with the street type misheard.
-    ("ADDRESS", re.compile(r"\b(?!(?:Mon|Tues|Wednes|Thurs|Fri|Satur|Sun)day\b)[A-Z][a-z]+\s+(?:at|on)\s+(\d{1,6}\s+-?" + _NOT_ADDRESS_WORD
+    ("ADDRESS", re.compile(r"\b(?!(?:Mon|Tues|Wednes|Thurs|Fri|Satur|Sun)day\b)[A-Z][a-z]+\s+(?:at|on)\s+"
+                           r"(\d{1,6}\s+-?" + _NOT_ADDRESS_WORD
                            + r"(?!(?i:am|pm|a\.m|p\.m|o'clock|sharp|tomorrow|today|tonight|noon)\b)"
                            + r"(?!" + _NUMBER_WORD_AHEAD + r")[A-Za-z]{3,})"), 1),
     ("PHONE", re.compile(rf"(?i:\b{_DIGIT_WORD}(?:[\s,.-]+{_DIGIT_WORD}){{9,}}\b)"), 0),
@@ -350,7 +351,8 @@ _ASKED = (
 _NAME_ASKED = re.compile(r"\bname\b", re.I)
 _QUESTION = re.compile(r"\?|\b(?:(?:can|could|may) (?:i|you|we)|what|need|please|tell|give|read|confirm|verify)\b"
                        # a request as a bare noun phrase: "First, your name and date of birth."
-                       r"|\b(?:your|the patient'?s|his|her)\s+(?:full\s+)?(?:name|date of|birth|member|id|address)", re.I)
+                       r"|\b(?:your|the patient'?s|his|her)\s+(?:full\s+)?(?:name|date of|birth|member|id|address)",
+                       re.I)
 _NUMBERISH = re.compile(
     rf"^(?:.*\d.*|{_UNIT}|{_TEEN}|{_TENS}|hundred|thousand|oh|zero|{_ORDINAL_WORD}|{_MONTH}|"
     rf"(?:{_TENS})-{_UNIT}|(?:{_TENS})-{_ORDINAL_UNIT})$", re.I)
