@@ -70,6 +70,36 @@ def test_build_turns_groups_words_and_roles_by_agent_phrase():
     assert (df.loc[1, "start_s"], df.loc[1, "end_s"]) == (1.7, 4.2)
 
 
+def _timed(*lines: tuple[str, str]) -> tuple[list[Word], list[SpeakerTurn]]:
+    """``(speaker, text)`` lines as consecutive words (0.3 s each) and speaker turns."""
+    words, turns, clock = [], [], 0.0
+    for speaker, text in lines:
+        start = clock
+        for token in text.split():
+            words.append(Word(clock, clock + 0.3, token, 0.9))
+            clock += 0.3
+        turns.append(SpeakerTurn(start, clock, speaker))
+        clock += 0.2
+    return words, turns
+
+
+@pytest.mark.parametrize("lines", [
+    # ASR lost the agent's greeting: the caller speaks first.
+    [("S0", "Hi, I'm trying to find out where my referral went."),
+     ("S1", "Sure, let me look. What's your full name and birthday?"),
+     ("S0", "Dana Cole, third of May."),
+     ("S1", "Thanks, you're verified. I can see the referral, I've sent it again.")],
+    # Diarization glued the agent's "how can I help" onto the caller's first words.
+    [("S1", "Kestrel Clinic, this call is monitored."),
+     ("S0", "How can I help? I got a statement and my insurance should have paid it."),
+     ("S1", "Could I have your member number? I see the claim, I've resubmitted it."), ("S0", "Okay, thanks.")],
+])
+def test_roles_follow_what_each_speaker_does_across_the_call(lines):
+    words, turns = _timed(*lines)
+    df = align.build_turns(words, turns)
+    assert dict(zip(df["speaker"], df["role"])) == {"S1": "agent", "S0": "customer"}
+
+
 def test_roles_fall_back_to_first_speaker_and_empty_input():
     speaker_turns = [SpeakerTurn(0.0, 1.0, "SPEAKER_01"), SpeakerTurn(1.0, 2.0, "SPEAKER_00")]
     df = align.build_turns(_words([(0.2, 0.8, "hello"), (1.2, 1.8, "hi")]), speaker_turns)

@@ -78,3 +78,39 @@ def test_an_answer_to_an_identity_question_is_redacted_however_asr_spelled_it():
     assert not any(leak in redacted[3] for leak in (" 8 ", "6.", ".E.")) and "[MEMBER_ID]" in redacted[3]
     assert redacted[5] == turns[5]  # not an identity question: left alone
     assert [text for text, _ in redact_call(turns, ["agent"] * 6)] == [redact_text(t)[0] for t in turns]
+
+
+@pytest.mark.parametrize(("text", "leak"), [
+    ("Sure, my social's nine oh two, uh, 44 81 19.", "44 81"),
+    ("the member number on the card is kx to 7 .3 10.", "7 .3"),
+    ("best phone number is for one, 7 7 3 2, 09", "7 7 3 2"),
+    ("we have your birthday as june nine nineteen seventy one", "nineteen seventy"),
+    ("Yes, I have Dana Cole at 19 maplewod lan, is that current?", "19"),
+])
+def test_a_value_after_its_cue_is_redacted_however_asr_spelled_it(text, leak):
+    redacted, _ = redact_text(text)
+    assert leak not in redacted and PLACEHOLDER_RE.search(redacted), redacted
+
+
+@pytest.mark.parametrize("text", [
+    "Member Services, this call may be recorded. What can I do for you?",
+    "Can I have your date of birth first, please?",
+    "Your member number is on the back of the card, and the copay is 25 dollars.",
+    "See you Monday at 930 sharp, and the lab opens at 4 pm.",
+])
+def test_cues_without_a_value_leave_the_sentence_alone(text):
+    assert redact_text(text)[0] == text
+
+
+def test_an_answer_glued_to_its_question_or_cut_by_a_turn_boundary_is_redacted():
+    glued = ("Thanks for holding, can I get your name and date of birth? Marta Diaz, 19 hundred 60, April 2. "
+             "Thanks Marta.")
+    [(redacted, _)] = redact_call([glued], ["agent"])
+    assert not any(leak in redacted for leak in ("19", "60", "April 2", "Diaz")), redacted
+    assert "Thanks for holding, can I get your name and date of birth?" in redacted
+    cut = ["What's your member ID?", "It's QR 5 5", "0 1. Thanks, I see it, your refill is ready in 2 hours."]
+    redacted = [text for text, _ in redact_call(cut, ["agent", "customer", "agent"])]
+    assert "5 5" not in redacted[1] and not redacted[2].startswith("0 1"), redacted
+    assert redacted[2].endswith("your refill is ready in 2 hours.")  # the agent's own words stay
+    greeting = ["Member Services, this call may be recorded.", "I waited about a two hour wait, 3 times."]
+    assert [text for text, _ in redact_call(greeting, ["agent", "customer"])] == greeting

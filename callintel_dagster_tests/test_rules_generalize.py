@@ -58,6 +58,17 @@ def test_recording_disclosures_in_other_words(disclosure):
     assert result.hipaa_risk.missing_recording_disclosure is False
 
 
+@pytest.mark.parametrize("disclosure", [
+    # as ASR writes them on a telephone line: the verb or the object misheard
+    "A: Alder Health, we tape all of these chats. How can I help?",
+    "A: Alder Health pharmacy line, reported forth training. How can I help?",
+    "A: Alder Health, we're monitoring, how can I help?",
+])
+def test_recording_disclosures_as_asr_writes_them(disclosure):
+    result = assess_call_with_rules(_call(disclosure, "C: Hi, is my refill in?", "A: Yes.", "C: Thanks."))
+    assert result.hipaa_risk.missing_recording_disclosure is False
+
+
 def test_medical_records_are_not_a_recording_disclosure():
     result = assess_call_with_rules(_call("A: Maple Health.", "C: Hi, I need my records.",
                                           "A: Your medical records need a signed release form.", "C: Okay."))
@@ -94,6 +105,20 @@ def test_an_ssn_volunteered_before_verification_counts_but_not_one_given_when_as
         OPENING, "C: I need a new card.", "A: Sure, can you give me your member ID?",
         "C: It's member ID XK 55 1203.", "A: Thanks, a card is on its way."))
     assert asked.hipaa_risk.phi_before_verification is False
+
+
+def test_an_identity_request_as_asr_writes_it_still_counts_and_a_glued_answer_is_not_a_disclosure():
+    # "date of birth" heard as "dater the birth", "member number" as "remember number"; the caller's
+    # answer lands in the agent's turn after the question (missed hand-over).
+    result = assess_call_with_rules(_call(
+        OPENING, "C: I need a copy of my lab order.",
+        "A: Sure. Could I get your name? Dater the birth and remember number. Vic Ortiz, 4 4 7 1 9 0 2.",
+        "C: That's me.", "A: Thanks, you're confirmed. I've sent the order to your portal."))
+    assert result.hipaa_risk.phi_before_verification is False
+    volunteered = assess_call_with_rules(_call(
+        OPENING, "C: Hi, my social is for one eight, 22, 90 31, I need to update my address.",
+        "A: Sure, can I get your name first?", "C: Vic Ortiz.", "A: Thanks. Updated."))
+    assert volunteered.hipaa_risk.phi_before_verification is True
 
 
 @pytest.mark.parametrize(("line", "expected"), [
@@ -188,3 +213,49 @@ def test_transcribed_redaction_recall_counts_words_that_still_reveal_the_identif
     assert redacted["recall"] == 1.0 and redacted["tokens"] == 1  # one placeholder for three words
     partly = ce.transcribed_redaction_recall(truth, {"c1": ["You live at [ADDRESS] Lane, right?"]})
     assert partly["recall"] == 0.5
+
+
+def test_transcription_cache_key_follows_audio_and_settings(tmp_path):
+    import dataclasses
+
+    from callintel_dagster.engines.asr import AsrConfig
+    from callintel_dagster.engines.diarize import DiarizationConfig
+
+    audio, other = tmp_path / "a.wav", tmp_path / "b.wav"
+    audio.write_bytes(b"RIFF one")
+    other.write_bytes(b"RIFF two")
+    asr, diarization = AsrConfig(), DiarizationConfig()
+    key = ce.transcription_key(audio, asr, diarization)
+    assert key == ce.transcription_key(audio, AsrConfig(), DiarizationConfig())
+    assert key != ce.transcription_key(other, asr, diarization)
+    assert key != ce.transcription_key(audio, dataclasses.replace(asr, beam_size=5), diarization)
+    assert key != ce.transcription_key(audio, asr, dataclasses.replace(diarization, num_speakers=3))
+
+
+def test_cached_audio_evaluation_replays_roles_redaction_and_rules():
+    # Cached ASR words and speaker turns of one call; the caller speaks first (greeting lost).
+    lines = [("S0", "Hi, my bill says I owe 90 dollars for a visit my plan covers."),
+             ("S1", "I'm sorry to hear that. What's your member number?"), ("S0", "It's QZ 4 4 1 8 2 7."),
+             ("S1", "Thanks, you're verified. I've reversed the charge, you owe nothing."), ("S0", "Great, thanks!")]
+    words, speakers, clock = [], [], 0.0
+    for speaker, text in lines:
+        start = clock
+        for token in text.split():
+            words.append({"start": clock, "end": clock + 0.3, "text": token, "probability": 0.9})
+            clock += 0.3
+        speakers.append({"start": start, "end": clock, "speaker": speaker})
+        clock += 0.2
+    expected = {"billing_detected": True, "issue_resolved": True, "phi_before_verification": False,
+                "missing_recording_disclosure": True, "escalation_requested": False, "overall_sentiment": "positive"}
+    truth = {"expected": expected, "phi": [{"kind": "MEMBER_ID", "text": "QZ 4 4 1 8 2 7"}],
+             "turns": [{"text": text} for _, text in lines]}
+    entry = {"truth": truth, "duration_s": clock, "words": words, "speakers": speakers}
+    turns = ce.replay_turns(entry)
+    assert [t["role"] for t in turns] == ["customer", "agent", "customer", "agent", "customer"]
+    assert "4 4 1" not in turns[2]["text"] and ce.PLACEHOLDER_RE.search(turns[2]["text"])
+    result = ce.cached_audio_evaluation({"call": entry})
+    assert result["calls"] == 1 and result["flags"]["sentiment_accuracy"] == 1.0
+    assert {flag: s["f1"] for flag, s in result["flags"]["per_flag"].items() if s["support"]} == {
+        "billing_detected": 1.0, "issue_resolved": 1.0, "missing_recording_disclosure": 1.0}
+    assert result["redaction_as_transcribed"]["recall"] == 1.0
+    assert ce.audio_misses({"call": entry}) == []

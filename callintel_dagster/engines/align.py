@@ -7,11 +7,14 @@ word that overlaps no turn goes to the nearest turn), and consecutive words of o
 transcript turn.
 
 Role rule (agent vs customer), in order:
-1. Each speaker scores one point per agent phrase found in their words ("thank you for calling",
-   "how can I help", "my name is", "this call may be recorded", ... see `AGENT_PHRASES`). The
-   single top scorer is the agent.
-2. If nobody scores, or the top score is tied, the speaker of the first word is the agent: a call
-   centre answers the phone, so the agent speaks first.
+1. Each speaker scores one point per agent cue in their words (greeting the caller, the recording
+   notice, asking for the caller's identity details, looking the caller up, reporting what was done,
+   offering more help: `AGENT_CUES`) and loses one per customer cue (calling about *my* bill, *my*
+   mother, waiting, needing something: `CUSTOMER_CUES`). The single top scorer is the agent. The
+   cues are read across the whole call because diarization and ASR lose or misplace single lines:
+   the agent's greeting dropped, or glued to the caller's first words.
+2. If nobody scores above zero, or the top score is tied, the speaker of the first word is the agent:
+   a call centre answers the phone, so the agent speaks first.
 Every other speaker is a customer (a third party on the line counts as customer side).
 """
 
@@ -28,27 +31,34 @@ from callintel_dagster.engines.diarize import SpeakerTurn
 from callintel_dagster.engines.spans import total_length, union_spans
 from callintel_dagster.engines.vocabulary import AGENT, CUSTOMER
 
-AGENT_PHRASES = (
-    "thank you for calling",
-    "thanks for calling",
-    "how can i help",
-    "how may i help",
-    "how can i assist",
-    "how may i assist",
-    "my name is",
-    "this call may be recorded",
-    "this call is recorded",
-    "this call is being recorded",
-    "recorded for quality",
-    "monitored for quality",
-    "can i have your",
-    "can i get your",
-    "verify your",
-    "date of birth",
-    "member id",
-    "is there anything else i can",
-    "have a great day",
-)
+# Cue lexicons of the role rule, matched on lower-cased text without punctuation or apostrophes
+# ("whats", "youre"). They name what
+# each side *does* in a service call, in ASR-tolerant forms ("recorder", "date of the" for "date of
+# birth"), not fixed sentences.
+AGENT_CUES = tuple(re.compile(rf"\b(?:{cue})\b") for cue in (
+    r"thanks? (?:you )?for (?:calling|holding|waiting|your patience)",
+    r"how (?:can|may|could) (?:i|we) (?:help|assist)", r"what can i do for you",
+    r"(?:recorded|recording|recorder|monitored|monitoring)",
+    r"(?:can|could|may) i (?:have|get|take|grab|confirm|verify|ask for) (?:your|the|his|her|their)",
+    r"what(?:s| is| was) (?:your|the patients|his|her|their) (?:full )?"
+    r"(?:name|date|birthday|dob|member|number|address|phone)",
+    r"(?:your|the patients) (?:full )?(?:name|date of|birthday|dob|member (?:id|number))",
+    r"(?:verify|confirm) (?:your|the|his|her)", r"you(?:re| are) verified", r"that matches",
+    r"let me (?:look|check|find|pull|see|put|get|transfer|pull up|bring up)",
+    r"i (?:can )?see (?:the|your|a|an|that|you|her|his)",
+    r"i(?:ve| have)? (?:just )?(?:sent|booked|moved|updated|resubmitted|scheduled|submitted|cancelled"
+    r"|canceled|requested|reversed|waived|removed|applied|flagged|called them)",
+    r"(?:anything else|glad (?:i|we) could help|you(?:re| are) (?:all set|welcome|booked))",
+    r"i(?:m| am) sorry (?:to hear|for the|about the)",
+))
+CUSTOMER_CUES = tuple(re.compile(rf"\b(?:{cue})\b") for cue in (
+    r"my (?:bill|statement|prescription|refill|referral|appointment|claim|insurance|card|account|plan"
+    r"|results?|medication|meds|order|portal|login|copay|deductible|refund|doctor|surgeon|pharmacy"
+    r"|wife|husband|partner|mother|mom|mum|father|dad|son|daughter|neighbou?r|boss|employee)",
+    r"i(?:m| am)? (?:was |have been |ve been )?(?:calling|trying|waiting|hoping|wondering)",
+    r"i (?:got|received|just got) (?:a|an|the|this|my)", r"i(?:d| would) like to",
+    r"still (?:stuck|waiting)", r"(?:third|second|fourth) time",
+))
 
 _TURN_DTYPES = {
     "turn_index": "int64",
@@ -100,11 +110,12 @@ def _normalized(text: str) -> str:
 
 
 def assign_roles(speaker_words: dict[str, list[str]], first_speaker: str) -> dict[str, str]:
-    """Agent/customer per speaker by the module's role rule (agent phrases, else who spoke first)."""
+    """Agent/customer per speaker by the module's role rule (content cues, else who spoke first)."""
     scores = {}
     for speaker, words in speaker_words.items():
-        text = f" {_normalized(' '.join(words))} "
-        scores[speaker] = sum(text.count(f" {phrase} ") for phrase in AGENT_PHRASES)
+        text = _normalized(" ".join(words)).replace("'", "")
+        scores[speaker] = (sum(len(cue.findall(text)) for cue in AGENT_CUES)
+                           - sum(len(cue.findall(text)) for cue in CUSTOMER_CUES))
     best = max(scores.values(), default=0)
     top = [speaker for speaker, score in scores.items() if score == best]
     agent = top[0] if best > 0 and len(top) == 1 else first_speaker

@@ -54,7 +54,9 @@ _DATE = (
     rf"|\b(?!may\b){_MONTH}\.?\s+{_DAY}\b(?:,?\s+{_YEAR}\b)?"
     # "you may first need": the modal verb is a date only with a numeric day or a year after it.
     rf"|\bmay\s+(?:\d{{1,2}}(?:st|nd|rd|th)?\b(?:,?\s+{_YEAR}\b)?|{_DAY_WORD}\s+{_YEAR}\b)"
-    rf"|\b{_DAY}\s+of\s+{_MONTH}\b(?:,?\s+{_YEAR}\b)?)"
+    rf"|\b{_DAY}\s+of\s+{_MONTH}\b(?:,?\s+{_YEAR}\b)?"
+    # ASR writes a spoken ordinal day as the cardinal ("may eight nineteen sixty seven"): with a year.
+    rf"|\b{_MONTH}\.?\s+(?:{_TENS}[\s-]+{_UNIT}|{_TENS}|{_TEEN}|{_UNIT})\s+{_YEAR}\b)"
 )
 # An identifier as typed ("ABC123456") or as ASR writes a spoken one ("M K 7 7 4 0", "HP 531 -0427").
 _ID = (r"(?:(?:[A-Za-z][\s.-]{1,2}){1,4}\d(?:[\s.-]{0,2}\d){3,}"
@@ -73,6 +75,7 @@ _RELATIVE = (r"(?:wife|husband|partner|mother|mom|mum|father|dad|son|daughter|si
 # Words that end an address spoken without a street type ("I live at 418 willow away, and ...").
 _NOT_ADDRESS_WORD = r"(?!(?:and|or|but|so|then|your|my|his|her|the|is|was|with|in|on|for|to|since|because)\b)"
 _DIGIT_WORD = r"(?:zero|oh|one|two|three|four|five|six|seven|eight|nine)"
+_NUMBER_WORD_AHEAD = rf"(?i:{_DIGIT_WORD}|{_TEEN}|{_TENS}|hundred|thousand)\b"
 # Capitalised words that follow "this is" without being a name ("This is Correct", "this is About").
 _NOT_NAME = (
     r"(?!(?:The|A|An|It|Not|Just|Really|Correct|Right|Great|Good|Fine|Okay|Ok|About|Regarding"
@@ -121,6 +124,11 @@ _PATTERNS: tuple[tuple[str, re.Pattern[str], int], ...] = (
     ("ADDRESS", re.compile(r"(?i:\b(?:live[sd]?|living|staying|i'm|i am|we're|we are|she's|he's|they're)\s+"
                            r"(?:at|on)\s+|\baddress(?:\s+on\s+file)?(?:\s+is|:)?\s+|\bmoved\s+to\s+)"
                            r"(\d{1,6}(?:\s+" + _NOT_ADDRESS_WORD + r"[A-Za-z]+){1,3})"), 1),
+    # An identity read back, "I have Ruth Adler at 77 Sparrow Lane", with the street type misheard.
+    ("ADDRESS", re.compile(r"\b(?!(?:Mon|Tues|Wednes|Thurs|Fri|Satur|Sun)day\b)[A-Z][a-z]+\s+(?:at|on)\s+"
+                           r"(\d{1,6}\s+-?" + _NOT_ADDRESS_WORD
+                           + r"(?!(?i:am|pm|a\.m|p\.m|o'clock|sharp|tomorrow|today|tonight|noon)\b)"
+                           + r"(?!" + _NUMBER_WORD_AHEAD + r")[A-Za-z]{3,})"), 1),
     ("PHONE", re.compile(rf"(?i:\b{_DIGIT_WORD}(?:[\s,.-]+{_DIGIT_WORD}){{9,}}\b)"), 0),
     ("ID", re.compile(rf"(?i:\b{_DIGIT_WORD}(?:[\s,.-]+{_DIGIT_WORD}){{3,}}\b)"), 0),
 )
@@ -129,6 +137,27 @@ _PATTERNS: tuple[tuple[str, re.Pattern[str], int], ...] = (
 # date, and a cue of one language does not occur in the other. The English spaCy model stays the
 # only NER: there is no Spanish one, so Spanish names rest on these cues and its PERSON hits.
 _PATTERNS += lexicon_es.phi_patterns(_ID, r"\b\d{1,2}[/-]\d{1,2}[/-]\d{2,4}\b")
+# A value announced by its cue ("my social is ...", "member number ...", "born ...") however ASR wrote
+# it: "import 100 to national", "pH to 0 .481", "may eight nineteen sixty seven". From the cue on,
+# the number-bearing words (digits, number and month words, spelled letters) are the value; a few
+# filler or garbled words may sit between them, and the value ends at the second word in a row that
+# carries nothing (or at :data:`MAX_CUED_VALUE_WORDS`).
+_VALUE_CUES: tuple[tuple[str, re.Pattern[str]], ...] = (
+    ("SSN", re.compile(r"\b(?:social(?:\s+security)?|ssn)\b", re.I)),
+    ("MEMBER_ID", re.compile(r"\b(?:member(?:ship)?|subscriber|policy|insurance)\s+(?:id|number|no|#)\b"
+                             r"|\bid\s+number\b|\bmember\b(?=\s+\S*\d)", re.I)),
+    ("ACCOUNT", re.compile(r"\b(?:account|claim|invoice|reference)\s+(?:number|no|#)\b", re.I)),
+    ("MRN", re.compile(r"\b(?:medical record|chart)\s+number\b|\bmrn\b", re.I)),
+    ("DOB", re.compile(r"\b(?:date of birth|birth ?date|birthday|dob|born(?:\s+on)?)\b", re.I)),
+    ("PHONE", re.compile(r"\b(?:phone|cell|callback|call-back)(?:\s+number)?\b|\bcalling from\b", re.I)),
+)
+_VALUE_FILLERS = frozenset("is was it's its it is as of the a number id to too for and dash hyphen then".split())
+MAX_CUED_VALUE_WORDS = 14
+MAX_VALUE_GAP_WORDS = 1  # a garbled word tolerated between two number-bearing ones
+# Letters of a spelled id as ASR writes them: "pH", "QM4A", "MP5" (not the pronoun or a short word).
+_LETTER_GROUP = re.compile(r"(?!(?i:i|me|my|we|he|so|on|in|at|or|up|no|ok|us|be|do|go|am|an|if|oh|hi)$)"
+                           r"[A-Za-z]{1,2}|[A-Za-z]{1,3}\d\w*")
+
 # Number-bearing identifiers without a cue: optional capital-letter prefix, then digits grouped by
 # spaces, dashes or dots ("HP 531 -0427", "CP551803", "2 1 7, 5 5 5, 0 1 4 3"). Kept only with five
 # digits or more, so times, amounts, doses and years are left alone.
@@ -169,12 +198,42 @@ def _find_phi(text: str) -> tuple[Span, ...]:
             start, end = match.span(group)
             if end > start:
                 candidates.append(Span(kind, start, end, text[start:end]))
+    candidates += _cued_value_spans(text)
     spans = _non_overlapping(candidates, [])
     fallback = [Span("ID", *m.span(), m.group()) for m in _BARE_ID.finditer(text)
                 if sum(c.isdigit() for c in m.group()) >= MIN_BARE_ID_DIGITS and not _THOUSANDS.fullmatch(m.group())]
     fallback += [Span("NAME", start, end, text[start:end]) for start, end in person_spans(text)
                  if not PLACEHOLDER_RE.search(text[start:end])]
     return tuple(sorted(_non_overlapping(fallback, spans), key=lambda s: s.start))
+
+
+def _cued_value_spans(text: str) -> list[Span]:
+    """Values after a cue of :data:`_VALUE_CUES`, however ASR spelled them (see there)."""
+    spans = []
+    for kind, cue in _VALUE_CUES:
+        for match in cue.finditer(text):
+            words = list(re.finditer(r"[^\s,;:!?]+", text[match.end():]))[:MAX_CUED_VALUE_WORDS]
+            first = last = None
+            gap = 0
+            for word in words:
+                token = word.group().strip(".'\"-()")
+                if PLACEHOLDER_RE.search(word.group()):
+                    break
+                if not token or token.lower() in _VALUE_FILLERS:
+                    continue
+                if _NUMBERISH.match(token) or _SPELLED.match(token) or _LETTER_GROUP.fullmatch(token):
+                    first = word if first is None else first
+                    last, gap = word, 0
+                else:
+                    gap += 1
+                    if gap > (MAX_VALUE_GAP_WORDS if first is not None else 2):
+                        break
+            # One ordinal or letter is a word of the sentence ("date of birth first"), not a value.
+            if first is not None and (first is not last or any(c.isdigit() for c in first.group())):
+                start = match.end() + first.start()
+                end = match.end() + last.start() + len(last.group().rstrip(".'\"-)"))
+                spans.append(Span(kind, start, end, text[start:end]))
+    return spans
 
 
 def _non_overlapping(candidates: list[Span], taken: list[Span]) -> list[Span]:
@@ -232,13 +291,35 @@ def _presidio_analyzer():
 def redact_text(text: str, context_spans: Sequence[Span] = ()) -> tuple[str, list[Span]]:
     """Replace every PHI span with its typed placeholder; spans index into the *original* text.
     ``context_spans`` (see :func:`identity_answer_spans`) are added where no pattern span is."""
-    spans = sorted(_non_overlapping(list(context_spans), find_phi(text)), key=lambda span: span.start)
+    found = find_phi(text)
+    context = [piece for span in context_spans for piece in _uncovered(text, span, found)]
+    spans = sorted(_non_overlapping(context, found), key=lambda span: span.start)
     pieces, cursor = [], 0
     for span in spans:
         pieces += [text[cursor:span.start], span.placeholder]
         cursor = span.end
     pieces.append(text[cursor:])
     return "".join(pieces), spans
+
+
+def _uncovered(text: str, span: Span, taken: Sequence[Span]) -> list[Span]:
+    """The parts of ``span`` outside the ``taken`` spans, trimmed of separators: an answer span
+    ("September 19, 19, 100") keeps what a pattern span inside it ("September 19") left over."""
+    pieces, cursor = [], span.start
+    for other in sorted(taken, key=lambda s: s.start):
+        if other.end > cursor and other.start < span.end:
+            pieces.append((cursor, max(cursor, other.start)))
+            cursor = max(cursor, other.end)
+    pieces.append((cursor, span.end))
+    result = []
+    for start, end in pieces:
+        while start < end and text[start] in " ,.-":
+            start += 1
+        while end > start and text[end - 1] in " ,.-":
+            end -= 1
+        if end > start:
+            result.append(Span(span.kind, start, end, text[start:end]))
+    return result
 
 
 def redact_slice(text: str, start: int, end: int) -> str:
@@ -266,16 +347,22 @@ def redact_slice(text: str, start: int, end: int) -> str:
 # ("Every six. 19 hundred eighty", "M .E. 8 and the A .R. 6"): no pattern can read that, the
 # question can.
 _ASKED = (
-    ("DOB", re.compile(r"\b(?:date of|birth ?date|birthday|dob|born)\b", re.I)),
-    ("MEMBER_ID", re.compile(r"\b(?:member|id|policy|social|ssn|number)\b", re.I)),
+    ("DOB", re.compile(r"\b(?:dat[ae] of|birth ?date|birthday|dob|born)\b", re.I)),  # ASR: "data of"
+    # "member" alone names the line ("Member Services"), not an identifier; ASR writes "member
+    # number" as "remember number".
+    ("MEMBER_ID", re.compile(r"member\s*(?:id|number|#)|\b(?:id|policy|social|ssn|number)\b", re.I)),
     ("ADDRESS", re.compile(r"\baddress\b", re.I)),
     ("PHONE", re.compile(r"\bphone\b", re.I)),
 )
 _NAME_ASKED = re.compile(r"\bname\b", re.I)
-_QUESTION = re.compile(r"\?|\b(?:can|could|may|what|need|please|tell|give|read|confirm|verify)\b", re.I)
+_QUESTION = re.compile(r"\?|\b(?:(?:can|could|may) (?:i|you|we)|what|need|please|tell|give|read|confirm|verify)\b"
+                       # a request as a bare noun phrase: "First, your name and date of birth."
+                       r"|\b(?:your|the patient'?s|his|her)\s+(?:full\s+)?(?:name|date of|birth|member|id|address)",
+                       re.I)
 _NUMBERISH = re.compile(
     rf"^(?:.*\d.*|{_UNIT}|{_TEEN}|{_TENS}|hundred|thousand|oh|zero|{_ORDINAL_WORD}|{_MONTH}|"
     rf"(?:{_TENS})-{_UNIT}|(?:{_TENS})-{_ORDINAL_UNIT})$", re.I)
+_MONTH_ONLY = re.compile(rf"^{_MONTH}$", re.I)
 _SPELLED = re.compile(r"^(?!I$)\.?[A-Z](?:\.?[A-Z]){0,3}\.?$")
 _STARTERS = frozenset(
     "I I'm I've It It's That That's This Yes Yeah Yep Sure Okay Ok OK Alright All Right Thanks Thank Hi "
@@ -298,6 +385,8 @@ def identity_answer_spans(question: str, answer: str) -> list[Span]:
             continue
         if asked and (_NUMBERISH.match(word) or _SPELLED.match(word)):
             kind = asked[0]
+        elif name_asked and _NUMBERISH.match(word) and not _MONTH_ONLY.match(word):
+            kind = "ID"  # asked for a name and more ASR lost ("name and first day?"): a number is identity
         elif name_asked and word[0].isupper() and word not in _STARTERS:
             kind = "NAME"
         else:
@@ -309,15 +398,49 @@ def identity_answer_spans(question: str, answer: str) -> list[Span]:
     return spans
 
 
+_SENTENCE_END = re.compile(r"[.?!]+(?=\s|$)")
+# Where the agent takes the turn back after an answer glued to the question ("Thanks, that matches").
+_ANSWER_END = re.compile(r"[.?!]\s+(?=(?:thanks?|thank you|great|perfect|okay|ok|alright|got it|that matches)\b)",
+                         re.I)
+
+
+def _glued_answer_spans(text: str) -> list[Span]:
+    """Answers inside the turn that asks: diarization often misses the hand-over, so the caller's
+    "Ellis, September 19th" lands in the agent's turn right after "name and date of birth?"."""
+    spans, start = [], 0
+    for end in _SENTENCE_END.finditer(text):
+        question, start, rest = text[start:end.end()], end.end(), text[end.end():]
+        if not rest.strip():
+            break
+        stop = _ANSWER_END.search(rest)
+        answer = rest[:stop.start() + 1] if stop else rest
+        found = identity_answer_spans(question, answer)
+        if found:
+            offset = end.end()
+            spans += [Span(s.kind, s.start + offset, s.end + offset, s.original) for s in found]
+            break
+    return spans
+
+
 def redact_call(texts: Sequence[str], roles: Sequence[str]) -> list[tuple[str, list[Span]]]:
     """:func:`redact_text` for one call's turns in order, with a customer turn that answers the
-    agent's identity question also redacted by :func:`identity_answer_spans`."""
+    agent's identity question also redacted by :func:`identity_answer_spans`, and so is an answer
+    glued to its question inside one turn (:func:`_glued_answer_spans`)."""
     results = []
+    question = None  # the identity question the previous turn answered
     for index, (text, role) in enumerate(zip(texts, roles, strict=True)):
-        context = []
+        text = str(text)
+        context = _glued_answer_spans(text)
+        if question is not None:
+            # Diarization cut the answer: its last words open the agent's next turn ("19. Thanks").
+            head = re.match(r"[^.?!]*[.?!]?", text).group()
+            context += identity_answer_spans(question, head)
+        question = None
         if index and role == "customer" and roles[index - 1] == "agent":
-            context = identity_answer_spans(str(texts[index - 1]), str(text))
-        results.append(redact_text(str(text), context))
+            answer = identity_answer_spans(str(texts[index - 1]), text)
+            context += answer
+            question = str(texts[index - 1]) if answer else None
+        results.append(redact_text(text, context))
     return results
 
 

@@ -24,6 +24,7 @@ transcripts' ``language`` column): :data:`ENGLISH` below, ``lexicon_es.SPANISH``
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from collections.abc import Mapping, Sequence
 
@@ -68,6 +69,8 @@ BILLING_TOPICS: tuple[tuple[str, re.Pattern[str]], ...] = (
     ("cost", re.compile(r"\b(?:costs?|price[ds]?|pricing|fees?|afford|discounts?|coupons?|allowance"
                         r"|\$\s?\d[\d,.]*|" + _NUMBER + r"(?:[ -]\w+)? (?:dollars?|bucks))\b", _I)),
 )
+# Topics named by one short, common word (see `_billing`).
+_WEAK_BILLING_TOPICS = frozenset({"bill", "payment"})
 # "this is not about a bill": a topic named only to rule it out is not billing.
 _TOPIC_NEGATED = re.compile(r"(?:\b(?:not|isn't|nothing to do with|not calling)\s+(?:about|regarding|related to"
                             r"|for)?\s*(?:a|an|the|my|your|any)?|\bno(?:\s+[a-z]+){0,2})\s*$", _I)
@@ -103,6 +106,9 @@ _CLINICAL = (
 )
 _IDENTITY_ITEM = _words(r"date of birth", r"birth ?dates?", r"birthdays?", r"dob", r"born",
                         r"member (?:number|id|ID)", r"id number", r"ID", r"social", r"ssn",
+                        # ASR: "remember number", "data of the"; a name asked for opens the check
+                        r"\w+member (?:number|id)", r"dat[ae] of (?:birth|the)",
+                        r"(?:your|full|patient'?s|the) name", r"name and",
                         r"last (?:four|4)", r"(?:home |street |mailing |pickup )?address",
                         r"who i'?m (?:talking|speaking) (?:to|with)", r"identity", r"permission",
                         r"on (?:your|the) (?:chart|file|account)",
@@ -124,12 +130,17 @@ _IDENTITY_NOUNS = _words(r"date of birth", r"dob", r"social security", r"ssn", r
 # ASR hears "recorded" as "reported" or "recorder" on a telephone line; the purpose ("for quality",
 # "to help us improve") stands in for the call when ASR loses the noun.
 _RECORDING = _words(r"record(?:ed|ing|s)?", r"monitor(?:ed|ing|s)?", r"tap(?:ed|ing)", r"listened to",
-                    r"saved", r"recorder", r"report(?:ed|ing)")
-_CHANNEL = _words(r"calls?", r"line", r"conversation", r"this", r"for (?:quality|training|accuracy)",
-                  r"(?:help us |to )improve", r"coach")
-# Unambiguous on their own in the opening, whatever ASR made of the rest of the sentence.
+                    r"saved", r"recorder", r"report(?:ed|ing|s)?")
+# The purpose stands for the call when ASR loses the noun: "recorded for quality" heard as
+# "reported forcology".
+_CHANNEL = _words(r"calls?", r"line", r"conversation", r"this",
+                  r"for\w*\s*(?:quality|training|accuracy|coaching|\w*ology|\w*ality)", r"(?:help us |to )improve",
+                  r"coach")
+# Unambiguous on their own in the opening, whatever ASR made of the rest of the sentence: the
+# organisation ("we") recording, whatever ASR made of the object ("we record these polls").
 _RECORDING_OPENING = _words(r"recorded", r"recording", r"monitored", r"monitoring", r"taped", r"record it",
-                            r"for quality", r"for training")
+                            r"for quality", r"for training",
+                            r"we(?:'re| are| do)? (?:record|monitor|tape|report)\w*")
 _NOT = re.compile(r"\b(?:not|never|isn't|aren't|won't)\s+(?:be\s+|being\s+)?$", _I)
 
 # --- escalation: a hand-off to more authority inside the organisation, asked for or offered ---
@@ -138,7 +149,9 @@ _ESCALATION = re.compile(
     r"|(?:my|our|your|the) lead\b|boss|director|escalat\w*"
     r"|(?:someone|somebody|anyone|anybody|whoever(?:'s| is)?) (?:above you|higher up|senior|more senior"
     r"|in charge|who runs|with (?:more )?authority)|above you|(?:pharmacist|nurse|person) in charge|charge nurse"
-    r"|formal (?:complaint|grievance)|grievance|complaints? team)\b", _I)
+    r"|formal (?:complaint|grievance)|grievance|complaints? team"
+    # ASR inserts an article: "whoever's in charge" heard as "be in a charge chair"
+    r"|(?:be|is|who's|whoever's|someone|somebody) in (?:a )?charge)\b", _I)
 _ESCALATION_NEGATED = re.compile(
     r"\b(?:(?:don't|do not|won't|didn't|doesn't) (?:need|want)|no need for|not asking for|without"
     r"|(?:was|were|am) (?:ready|going|about) to ask for)\b(?:\s+\w+){0,2}\s*$", _I)
@@ -157,7 +170,11 @@ _OUTCOME = _words(
     r"(?:was|were) (?:paid|approved) in full", r"(?:won't|will not|don't|do not) (?:owe|need to pay)",
     r"(?:can|could) (?:ignore|just walk in)", r"no (?:late )?(?:fee|changes?|appointment needed)",
     r"taken care of", r"resolved", r"rescheduled", r"all set",
-    r"that(?:'s| is) (?:right|correct|it)")
+    r"that(?:'s| is) (?:right|correct|it)",
+    # a booking or an answer the caller can act on: "I've got you in for Tuesday", "you can give her
+    # the syrup", "the doctor replied"
+    r"i(?:'ve| have) got you (?:in|down|for|booked)", r"(?:replied|answered|did reply|wrote back)",
+    r"you can (?:give|take|use|stop|start|keep|pick|eat|drink|go ahead)")
 # ... or could not be: the agent cannot act, the matter is pending elsewhere, or is handed up.
 _NOT_DONE = _words(
     r"can(?:'t|not| not)", r"(?:i'm|i am|we're|we are) (?:not able|unable)", r"not able to",
@@ -180,9 +197,10 @@ _ACKNOWLEDGED = _words(
 # ... or did not: the caller leaves complaining, threatening, or still stuck.
 _COMPLAINT = _words(
     r"ridiculous", r"unbelievable", r"useless", r"forget it", r"still stuck", r"somewhere else",
-    r"report (?:you|this|them)", r"complain\w*", r"writing to", r"thanks for nothing", r"we'll see",
+    r"report (?:you|this|them)", r"complain\w*", r"writing to", r"thanks? for nothing", r"we'll see",
     r"whatever", r"disgrace\w*", r"don't bother", r"unacceptable", r"go without", r"no appointment at all",
-    r"(?:this|that) is (?:a joke|a hassle|so frustrating)", r"so i just (?:wait|go)", r"i'm stuck",
+    r"(?:this|that) is (?:a joke|a hassle)", r"(?:so|really|very|just) frustrat\w*", r"so i just (?:wait|go)",
+    r"i'm stuck",
     r"same thing i heard", r"hassle")
 _THANKS = _words(r"thanks?(?: you)?", r"appreciate it", r"cheers")
 _SENTENCE = re.compile(r"[^.!?]+(?:[.!?]+|$)")
@@ -198,9 +216,11 @@ _FRUSTRATION = _words(
 _ENTHUSIASM = re.compile(
     r"!|\b(?:so (?:much|clearly|quickly|kind|helpful)|very much|a lot|a ton|a bunch|wonderful|great"
     r"|perfect|lovely|brilliant|awesome"
-    r"|excellent|splendid|fantastic|amazing|relief|bless|appreciate|really (?:kind|helpful)|saved me"
+    r"|excellent|splendid|fantastic|amazing|relief|bless|appreciat\w*|really (?:kind|helpful)|saved me"
     r"|made my day|good news|feel (?:much |a lot )?better|sweet|cool)\b", _I)
-ENTHUSIASTIC_VADER = 0.75  # a closing turn this positive is warm whatever its words
+# A closing turn this positive is warm whatever its words. High, because VADER reads ASR's garbled
+# words at face value ("Free name, okay, good" for "Three days, okay, good" scores 0.80).
+ENTHUSIASTIC_VADER = 0.85
 NEGATIVE_MEAN = -0.2
 
 ENGLISH = Lexicon(
@@ -276,6 +296,15 @@ def _verification_requested(turn: Turn, lex: Lexicon) -> bool:
         for s in _sentences(turn))
 
 
+def _before_request(turn: Turn, lex: Lexicon) -> Turn:
+    """The agent's turn up to its first identity question: what follows it in the same turn is the
+    caller's answer, glued on where diarization missed the hand-over."""
+    for sentence in _sentences(turn):
+        if _verification_requested(Turn(turn.turn_index, turn.role, sentence.group()), lex):
+            return dataclasses.replace(turn, text=turn.text[:sentence.end()])
+    return turn
+
+
 def _verified_at(turns: list[Turn], lex: Lexicon) -> int | None:
     """Turn index from which the caller counts as verified: the caller's first answer after the agent
     asked for identity details, or the agent's confirmation, whichever comes first."""
@@ -321,7 +350,7 @@ def assess_call_with_rules(turns: TurnsLike, language: str | None = None) -> Cal
         if verified is not None and turn.turn_index >= verified:
             break
         if turn.role == "agent":
-            quote = _phi_disclosed(turn, _DISCLOSABLE_KINDS, clinical=True, lex=lex)
+            quote = _phi_disclosed(_before_request(turn, lex), _DISCLOSABLE_KINDS, clinical=True, lex=lex)
         elif requested is None or turn.turn_index < requested:
             quote = _phi_disclosed(turn, _VOLUNTEERED_KINDS, clinical=False, lex=lex, cued_ids=True)
         else:
@@ -368,13 +397,19 @@ def assess_call_with_rules(turns: TurnsLike, language: str | None = None) -> Cal
 
 
 def _billing(turns: list[Turn], lex: Lexicon) -> tuple[list[str], list[dict]]:
-    topics, quotes = [], []
+    """Billing topics and their quotes. A call whose only billing word is one short, common word
+    heard once ("paid", "bill") is not billing: on a telephone line that is as often ASR mishearing
+    "recorded", "stay" or "thinner"; a call about money names it more than once."""
+    topics, quotes, hit_count = [], [], 0
     for turn in turns:
         hits = [(topic, m) for topic, pattern in lex.billing_topics for m in pattern.finditer(turn.text)
                 if not lex.topic_negated.search(turn.text[max(0, m.start() - 40):m.start()])]
+        hit_count += len(hits)
         topics += [topic for topic, _ in hits if topic not in topics]
         if hits:
             quotes.append(_quote(turn, *min(m.span() for _, m in hits)))
+    if hit_count == 1 and topics[0] in _WEAK_BILLING_TOPICS:
+        return [], []
     return topics, quotes
 
 
@@ -402,6 +437,7 @@ def _resolution(turns: list[Turn], lex: Lexicon) -> tuple[bool | None, list[dict
     agent_last: tuple[bool, dict] | None = None
     customer_last: tuple[bool, dict] | None = None
     thanks: dict | None = None
+    delighted_after = False  # the caller's last reaction was delight after the agent's last "cannot"
     for turn in turns:
         for sentence in _sentences(turn):
             text = sentence.group()
@@ -409,16 +445,21 @@ def _resolution(turns: list[Turn], lex: Lexicon) -> tuple[bool | None, list[dict
             if turn.role == "agent":
                 not_done = lex.not_done.search(text) or _first(lex.escalation, Turn(0, "", text), lex.escalation_negated)
                 if not_done:
-                    agent_last = (False, _quote(turn, *span))
+                    agent_last, delighted_after = (False, _quote(turn, *span)), False
                 elif lex.outcome.search(text):
-                    agent_last = (True, _quote(turn, *span))
+                    agent_last, delighted_after = (True, _quote(turn, *span)), False
             elif turn.role == "customer":
                 if lex.complaint.search(text):
-                    customer_last = (False, _quote(turn, *span))
+                    customer_last, delighted_after = (False, _quote(turn, *span)), False
                 elif lex.acknowledged.search(text):
                     customer_last = (True, _quote(turn, *span))
+                    delighted_after = bool(lex.enthusiasm.search(text) and agent_last and not agent_last[0])
                 elif lex.thanks.search(text):
                     thanks = _quote(turn, *span)
+    # ASR flips "can" and "can't" on a telephone line; a caller who answers the agent's last word
+    # with delight ("Wonderful, that's a big help") was helped.
+    if agent_last and not agent_last[0] and customer_last and customer_last[0] and delighted_after:
+        agent_last = customer_last
     decided = agent_last or customer_last or ((True, thanks) if thanks else None) or _any_role_outcome(turns, lex)
     if decided is None:
         return None, []

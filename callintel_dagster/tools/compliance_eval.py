@@ -16,13 +16,16 @@ sidecars, :func:`~callintel_dagster.tools.demo_calls.flag_scores`) synthesizes a
 Run ``python -m callintel_dagster.tools.compliance_eval --part dev`` for the fast text-level loop
 (``--language es`` for the Spanish corpus in ``eval_corpus/es/``, written before the Spanish lexicon
 and split with the same seed; :func:`languages_section` scores language detection, Spanish WER and
-the Spanish flags for the bench).
+the Spanish flags for the bench), and add ``--through-audio`` for the same scores on cached ASR +
+diarization output of the part's audio (:func:`cached_transcriptions`, :func:`cached_audio_evaluation`).
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import difflib
+import hashlib
 import json
 import random
 import re
@@ -33,11 +36,13 @@ from typing import Any, Literal
 
 import yaml
 
-from callintel_dagster.engines.redaction import PLACEHOLDER_RE, redact_call
+from callintel_dagster.engines.redaction import PLACEHOLDER_RE, redact_call, redact_turns
 from callintel_dagster.tools.demo_calls import (
+    DEMO_DATES,
     DemoScript,
     flag_scores,
     iter_truth,
+    load_truth,
     write_demo_calls,
 )
 from callintel_dagster.tools.report_format import fmt, prf
@@ -344,6 +349,102 @@ def _placeholder_words(text: str) -> str:
     return PLACEHOLDER_RE.sub(lambda m: f" phi{m.group()[1:-1].lower()} ", text)
 
 
+# --- cached transcription: re-score rules, roles and redaction in seconds ---------------------------
+# ASR and diarization take ~15 min per part on 2 cores; everything after them (roles, redaction, the
+# rules) takes seconds. The cache holds each call's words and speaker turns, keyed by the audio
+# bytes, the ASR/diarization settings and the source of the engines that produce them, so a change
+# to any of those re-transcribes and a change to the rules does not.
+
+DEFAULT_CACHE_DIR = Path("data/eval_cache")  # git-ignored (data/)
+# The date the cached parts are synthesized under. It seeds each call's line noise, so it is the
+# bench's date: the cache then holds the audio that `make bench` section 3b scores.
+CACHE_CALL_DATE = DEMO_DATES[0]
+# The engines whose code changes what a cached entry holds (decode, ASR, diarization).
+_CACHED_ENGINES = ("audio", "asr", "diarize")
+
+
+def transcription_key(audio_path: Path, asr, diarization) -> str:
+    """Cache key of one call's words and speaker turns: audio bytes + settings + engine code."""
+    import importlib
+
+    import faster_whisper
+
+    digest = hashlib.sha256(Path(audio_path).read_bytes())
+    digest.update(json.dumps({"asr": _non_default(asr), "diarization": _non_default(diarization),
+                              "faster_whisper": faster_whisper.__version__}, sort_keys=True).encode())
+    for name in _CACHED_ENGINES:
+        module = importlib.import_module(f"callintel_dagster.engines.{name}")
+        digest.update(Path(module.__file__).read_bytes())
+    return digest.hexdigest()
+
+
+def _non_default(config) -> dict:
+    """The settings that differ from their defaults: a new option left at its default keeps the
+    cache valid."""
+    return {field.name: getattr(config, field.name) for field in dataclasses.fields(config)
+            if getattr(config, field.name) != field.default}
+
+
+def cached_transcriptions(part: Part, cache_dir: Path = DEFAULT_CACHE_DIR, asr=None, diarization=None,
+                          log=print) -> dict[str, dict]:
+    """``call name -> {"truth", "duration_s", "words", "speakers"}`` for one part: synthesized into
+    ``cache_dir/blobs`` and transcribed with the pipeline's defaults (``ModelSettings``) unless
+    given, reusing every cached entry whose key still matches."""
+    from callintel_dagster.engines.asr import transcribe
+    from callintel_dagster.engines.audio import SAMPLE_RATE, decode_audio
+    from callintel_dagster.engines.diarize import diarize
+    from callintel_dagster.resources.models import ModelSettings
+
+    settings = ModelSettings()
+    asr, diarization = asr or settings.asr_config(), diarization or settings.diarization_config()
+    paths = write_demo_calls(cache_dir / "blobs", [CACHE_CALL_DATE], scripts=corpus_part(part))
+    entries = {}
+    for index, path in enumerate(paths, 1):
+        truth = load_truth(path)
+        entry_path = cache_dir / "transcriptions" / f"{transcription_key(path, asr, diarization)}.json"
+        if not entry_path.exists():
+            started = time.perf_counter()
+            audio = decode_audio(path)
+            entry = {"duration_s": audio.size / SAMPLE_RATE,
+                     "words": [dataclasses.asdict(w) for w in transcribe(audio, asr)],
+                     "speakers": [dataclasses.asdict(t) for t in diarize(audio, diarization)]}
+            entry_path.parent.mkdir(parents=True, exist_ok=True)
+            partial = entry_path.with_suffix(".partial")
+            partial.write_text(json.dumps(entry))
+            partial.replace(entry_path)
+            log(f"transcribed {index}/{len(paths)} in {time.perf_counter() - started:.1f} s")
+        entries[truth["call_name"]] = {"truth": truth, **json.loads(entry_path.read_text())}
+    return entries
+
+
+def replay_turns(entry: Mapping) -> list[dict]:
+    """The turns the transcripts stage would store for a cached call: words aligned to speakers,
+    roles assigned, PHI redacted (``TranscriptTask``, at-rest redaction on)."""
+    from callintel_dagster.engines.align import build_turns
+    from callintel_dagster.engines.asr import Word
+    from callintel_dagster.engines.diarize import SpeakerTurn
+
+    turns = build_turns([Word(**w) for w in entry["words"]], [SpeakerTurn(**t) for t in entry["speakers"]])
+    return redact_turns(turns).to_dict("records")
+
+
+def cached_audio_evaluation(entries: Mapping[str, Mapping], assess=None) -> dict[str, Any]:
+    """Scores through audio from cached transcriptions: what :func:`audio_evaluation` measures,
+    with the same engines after ASR and diarization, in seconds."""
+    if assess is None:
+        from callintel_dagster.engines.rules import assess_call_with_rules as assess
+    stored = {name: replay_turns(entry) for name, entry in entries.items()}
+    predicted = {name: assessment_flags(assess(turns)) for name, turns in stored.items()}
+    truth = {name: entry["truth"] for name, entry in entries.items()}
+    return {
+        "calls": len(entries),
+        "audio_minutes": round(sum(e["duration_s"] for e in entries.values()) / 60, 2),
+        "flags": score(predicted, {name: t["expected"] for name, t in truth.items()}),
+        "redaction_as_transcribed": transcribed_redaction_recall(
+            truth, {name: [t["text"] for t in turns] for name, turns in stored.items()}),
+    }
+
+
 def corpus_section(work: Path, resources: Mapping[str, Any] | None, call_date: str) -> dict[str, Any]:
     """The bench's corpus section: the split, the test part on its script text and, unless
     ``resources`` is None (``bench --quick``), through the audio pipeline."""
@@ -460,13 +561,43 @@ def render_languages_markdown(section: Mapping[str, Any]) -> list[str]:
     return lines
 
 
+def audio_misses(entries: Mapping[str, Mapping], assess=None) -> list[str]:
+    """One line per wrong or undecided flag through (cached) audio: the dev loop's to-do list."""
+    if assess is None:
+        from callintel_dagster.engines.rules import assess_call_with_rules as assess
+    lines = []
+    for name, entry in entries.items():
+        got = assessment_flags(assess(replay_turns(entry)))
+        for flag, expected in entry["truth"]["expected"].items():
+            if flag in got and expected is not None and got[flag] != expected:
+                lines.append(f"{name}: {flag} expected {expected}, got {got[flag]}")
+    return lines
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    """Text-level scores (and misses) of the rules engine on one part of the corpus."""
+    """Scores (and misses) of the rules engine on one part of the corpus: on the script text, or
+    with ``--through-audio`` on the cached transcriptions of its audio (transcribing what is missing)."""
     parser = argparse.ArgumentParser(prog="python -m callintel_dagster.tools.compliance_eval")
     parser.add_argument("--part", choices=("dev", "test", "all"), default="dev")
     parser.add_argument("--misses", action="store_true", help="list every wrong or undecided flag")
     parser.add_argument("--language", choices=CORPUS_LANGUAGES, default="en", help="which corpus (default en)")
+    parser.add_argument("--through-audio", action="store_true",
+                        help="score the cached ASR + diarization output of the part's audio (see --cache-dir)")
+    parser.add_argument("--transcribe-only", action="store_true",
+                        help="fill the transcription cache for the part and print no scores")
+    parser.add_argument("--cache-dir", type=Path, default=DEFAULT_CACHE_DIR)
     args = parser.parse_args(argv)
+    if args.through_audio or args.transcribe_only:
+        if args.language != "en":
+            parser.error("--through-audio and --transcribe-only cache the English corpus only")
+        entries = cached_transcriptions(args.part, args.cache_dir)
+        if args.transcribe_only:
+            print(f"{len(entries)} calls of the {args.part} part cached under {args.cache_dir}")
+            return 0
+        print(json.dumps(cached_audio_evaluation(entries), indent=2))
+        if args.misses:
+            print("\n".join(audio_misses(entries)))
+        return 0
     report = {"scores": text_evaluation(args.part, language=args.language),
               "redaction": text_redaction_recall(corpus_part(args.part, args.language))}
     print(json.dumps(report, indent=2))
