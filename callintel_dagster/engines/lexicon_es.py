@@ -203,7 +203,10 @@ VALENCE: dict[str, float] = {
 _NAME = r"[A-ZÁÉÍÓÚÑ][a-záéíóúñü'\u2019-]+(?:\s+(?:de\s+(?:la\s+)?)?[A-ZÁÉÍÓÚÑ][a-záéíóúñü'\u2019-]+)?"
 # Capitalised words that follow a name cue without being a name ("soy Yo", "habla Usted").
 _NOT_NAME = (r"(?!(?:Yo|Usted|Ustedes|El|La|Los|Las|Un|Una|Mi|Su|Sus|Que|Qué|Para|Por|De|Del|Con|Sí|No|Hola|Buenos"
-             r"|Buenas|Gracias|Bueno|Claro|Ok|Pues|Este|Esta|Ese|Esa|Aquí|Muy|Ya|Es|Soy|Señor|Señora|Doctor|Doctora)\b)")
+             r"|Buenas|Gracias|Bueno|Claro|Ok|Pues|Este|Esta|Ese|Esa|Aquí|Muy|Ya|Es|Soy|Señor|Señora|Doctor|Doctora"
+             # These patterns run on English calls too (engines/redaction.py): an English turn opens
+             # with these words before an identifier ("Thanks, [NAME], ...", "Okay, 3 de mayo").
+             r"|Thanks|Thank|Okay|Yes|Yeah|Sure|Hi|Hello|Right|Great|Perfect|Well|So|And|Alright|Sorry|Please)\b)")
 _RELATIVE = (r"(?:esposo|esposa|marido|mujer|mamá|papá|madre|padre|hijo|hija|hermano|hermana|tía|tío|suegra|suegro"
              r"|cuñado|cuñada|abuela|abuelo|vecino|vecina|nieto|nieta|primo|prima|sobrino|sobrina|paciente|amigo|amiga"
              r"|novio|novia|nuera|yerno)")
