@@ -5,7 +5,11 @@ from __future__ import annotations
 
 AGENT = "agent"
 CUSTOMER = "customer"
-ROLES: tuple[str, ...] = (AGENT, CUSTOMER)
+# A second agent on the call (a supervisor or specialist the call was transferred to).
+OTHER_AGENT = "other_agent"
+ROLES: tuple[str, ...] = (AGENT, CUSTOMER, OTHER_AGENT)
+# How a call's agent speaker was chosen: an enrolled voiceprint, or the phrase / first-speaker rule.
+VOICE_ROLE_SOURCES: tuple[str, ...] = ("voiceprint", "heuristic")
 SENTIMENT_LABELS: tuple[str, ...] = ("negative", "neutral", "positive")
 TONE_LABELS: tuple[str, ...] = ("angry", "anxious", "sad", "neutral_positive")
 NEGATIVE_TONES: frozenset[str] = frozenset({"angry", "anxious", "sad"})
