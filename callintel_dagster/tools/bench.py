@@ -12,6 +12,8 @@ each other (a WER from one machine next to a throughput from another would mean 
 3. **Compliance flags vs ground truth** on the scripted demo calls (a smoke test: the scripts use the
    rules' phrases), then on the held-out test part of the evaluation corpus
    (``tools/compliance_eval``): script text, and the whole audio pipeline with redaction recall.
+   3c. **Voices** (``tools/voice_eval``): speaker count on three-voice test calls, and role accuracy
+   and the voice-mismatch list on enrolled agents' later calls (skipped with ``--quick``).
 4. **Throughput end to end**: `call_pipeline_job` over the demo dates, with real Spark tasks and
    real Delta tables in a temporary data folder, against a plain per-file loop over the same calls
    with the same engine functions. The pipeline is not guaranteed to win on a small machine; the
@@ -38,7 +40,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from callintel_dagster.tools import compliance_eval
+from callintel_dagster.tools import compliance_eval, voice_eval
 from callintel_dagster.tools.demo_calls import DEMO_DATES
 from callintel_dagster.tools.report_format import fmt, prf
 
@@ -75,6 +77,9 @@ def main(args: argparse.Namespace) -> int:
     with tempfile.TemporaryDirectory(prefix="callintel-corpus-") as work:
         resources = None if args.quick else _pipeline_resources(Path(work), models_root)
         corpus = compliance_eval.corpus_section(Path(work), resources, DEMO_DATES[0])
+    _progress("voices: speaker count on three-voice test calls, agent voice enrollment" + (" (skipped)" if args.quick else ""))
+    with tempfile.TemporaryDirectory(prefix="callintel-voices-") as work:
+        voices = voice_eval.voices_section(Path(work), quick=args.quick)
 
     report = {
         "machine": machine_info(),
@@ -88,6 +93,7 @@ def main(args: argparse.Namespace) -> int:
         "tone_model": tone,
         "compliance_flags": flags,
         "compliance_corpus": corpus,
+        "voices": voices,
         "throughput": throughput,
     }
     output_dir.mkdir(parents=True, exist_ok=True)
@@ -619,6 +625,7 @@ def render_markdown(report: dict[str, Any]) -> str:
         f"{fmt(flags['pipeline']['sentiment_accuracy'])} |",
         "",
         *compliance_eval.render_markdown(report["compliance_corpus"]),
+        *voice_eval.render_markdown(report["voices"]),
         f"## 4. Throughput end to end ({tput['calls']} calls, {tput['audio_minutes']} min of audio, "
         f"{len(tput['dates'])} date(s), {tput['spark_slots']} Spark slots)",
         "",
