@@ -86,9 +86,10 @@ class DiarizationConfig:
 
     `num_speakers`: exact speaker count (2 for agent + customer); None estimates it between
     `min_speakers` and `max_speakers` (a transfer to a supervisor is three voices) by the
-    separation rule of the module docstring (`min_speaker_distance`, `min_speaker_s`). `step_s`: hop between 10 s segmentation windows;
-    each frame is voted on by ~10/step_s windows, so smaller is more robust and proportionally
-    slower (embeddings dominate the cost); on the reference call 1.0, 2.5 and 5.0 s score alike.
+    separation rule of the module docstring (`min_speaker_distance`, `min_speaker_s`).
+    `step_s`: hop between 10 s segmentation windows; each frame is voted on by ~10/step_s windows,
+    so smaller is more robust and proportionally slower (embeddings dominate the cost); on the
+    reference call 1.0, 2.5 and 5.0 s score alike.
     `pyannote_pipeline`: set to a pyannote.audio pipeline id or local directory to use that backend
     instead of the embedded one. Its hub token is read from the worker's `HF_TOKEN` environment
     variable when the pipeline loads, never carried in the config: configs travel to clusters.

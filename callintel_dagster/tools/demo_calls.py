@@ -1,4 +1,4 @@
-"""Scripted two-speaker demo calls, synthesized on the machine, with exact ground truth.
+"""Scripted demo calls (two voices, three with a transfer), synthesized here, with exact ground truth.
 
 The one real call we may ship (the pyannote sample) is a single scenario with no compliance labels.
 The scenarios a QA team cares about — a billing dispute, PHI read out before the caller is verified,
