@@ -331,9 +331,9 @@ def test_materialize_two_dates_enrols_on_the_first_and_lists_a_mismatch_on_the_s
     impostor = voice_eval.DemoScript(f"{agent}-impostor", {
         **next(s for s in voice_eval.enrolment_scripts() if s.name == voice_eval.IMPOSTOR_CALL).body, "agent_id": agent})
     days = ["2026-11-23", "2026-11-24"]
+    later, impostor = (voice_eval.DemoScript(s.name, {**s.body, "day": 1}) for s in (later, impostor))
     voice_eval.write_demo_calls(blob_root, days, scripts=[
-        voice_eval.DemoScript(s.name, {**s.body, "day": 0}) for s in chosen] + [
-        voice_eval.DemoScript(s.name, {**s.body, "day": 1}) for s in (later, impostor)])
+        voice_eval.DemoScript(s.name, {**s.body, "day": 0}) for s in chosen] + [later, impostor])
     resources = {**resources, "compute": InlineCompute(), "models": ModelSettings(num_speakers=None, audio_redaction=None)}
     for day in days:
         assert dg.materialize([raw_call_audio, valid_segments, transcripts], partition_key=day, resources=resources).success
@@ -356,3 +356,18 @@ def test_materialize_two_dates_enrols_on_the_first_and_lists_a_mismatch_on_the_s
     assert later_turns["role"].iloc[0] == "customer"  # the caller's "hello?" is not the agent's
     assert later_turns.loc[later_turns["role"] == "agent", "voice_match"].gt(0.9).all()
     assert later_turns.loc[later_turns["role"] != "agent", "voice_match"].isna().all()
+
+
+def test_voice_evaluation_calls_split_by_seed_and_cover_the_targets():
+    dev, test = voice_eval.count_scripts("dev"), voice_eval.count_scripts("test")
+    assert not {s.name for s in dev} & {s.name for s in test}
+    three = [s for s in test if s.name.endswith("3v")]
+    assert len(three) >= 10 and all("other_agent" in s.body for s in three)
+    assert all(s.body["other_agent"]["voice"] != voice_eval.AGENT_VOICES[s.agent_id] for s in three)
+    enrolment = voice_eval.enrolment_scripts()
+    later = [s for s in enrolment if s.body["day"] >= 2 and s.name != voice_eval.IMPOSTOR_CALL]
+    assert {s.agent_id for s in later} == set(voice_eval.ENROLLED_AGENTS)
+    assert all(sum(s.agent_id == a for s in later) >= 3 for a in voice_eval.ENROLLED_AGENTS)
+    assert any("customer" in s.body["turns"][0] for s in later)  # calls the first-speaker rule gets wrong
+    impostor = next(s for s in enrolment if s.name == voice_eval.IMPOSTOR_CALL)
+    assert impostor.body["agent_voice"] != voice_eval.AGENT_VOICES[impostor.agent_id]
