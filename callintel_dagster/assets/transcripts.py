@@ -4,8 +4,8 @@ speakers, per turn, and the PHI-masked copy of each recording. With them, agent 
 earlier dates) and the day's own `agent_voice_samples` (engines/voiceprints.py).
 
 Enrollment is a self-dependency of this stage: a day's roles use voiceprints built from the voice
-samples this stage wrote on earlier days, so the samples read earlier partitions of themselves
-(`Lookback(..., earlier_only=True)`), never the run's own dates. A voiceprint therefore lives inside
+samples this stage wrote on earlier days (`Lookback(..., earlier_only=True)`: never the run's own
+dates), so the other outputs declare the samples as an input and the samples read themselves. A voiceprint therefore lives inside
 this stage rather than in an asset of its own, which would close a cycle (samples → voiceprints →
 transcripts → samples). A date-range run uses, for every date, the samples stored before the run:
 samples computed within the range are used from the next run on."""
@@ -57,12 +57,13 @@ OUTPUTS = (AGENT_VOICE_SAMPLES, AGENT_VOICEPRINTS, TRANSCRIPTS, CONVERSATION_MET
 
 
 def voiceprints_for(read: TableReader, call_dates: list[dt.date], config: EnrollmentConfig) -> pd.DataFrame:
-    """`agent_voiceprints` rows for each of the run's dates, from the samples stored before it."""
-    if not config.enabled:
-        return AGENT_VOICEPRINTS.rows([])
+    """`agent_voiceprints` rows for each of the run's dates, from the samples stored before it (the
+    samples are read even with enrollment off, so the lineage stays what the stage reads)."""
     first = min(call_dates) - dt.timedelta(days=ENROLLMENT_LOOKBACK_DAYS)
     earlier = [first + dt.timedelta(days=n) for n in range((max(call_dates) - first).days)]
     samples = read(AGENT_VOICE_SAMPLES, earlier)
+    if not config.enabled:
+        return AGENT_VOICEPRINTS.rows([])
     rows = [{**row, PARTITION_COLUMN: day} for day in call_dates for row in build_voiceprints(samples, day, config)]
     return AGENT_VOICEPRINTS.rows(rows)
 
@@ -80,12 +81,14 @@ def with_voiceprints(calls: pd.DataFrame, voiceprints: pd.DataFrame) -> pd.DataF
 
 @dg.multi_asset(
     specs=[
-        table_spec(AGENT_VOICE_SAMPLES, reads=ROLE_READS, group_name="audio_intelligence", kinds={"delta", "pytorch"}),
-        table_spec(AGENT_VOICEPRINTS, reads=[EARLIER_SAMPLES], group_name="audio_intelligence", kinds={"delta"}),
+        # Reading its own earlier partitions is no lineage edge (a table may read itself); every other
+        # output declares what the stage reads.
+        table_spec(AGENT_VOICE_SAMPLES, reads=USABLE_CALLS_READS, group_name="audio_intelligence", kinds={"delta", "pytorch"}),
+        table_spec(AGENT_VOICEPRINTS, reads=ROLE_READS, group_name="audio_intelligence", kinds={"delta"}),
         table_spec(TRANSCRIPTS, reads=ROLE_READS, group_name="audio_intelligence", kinds={"delta", "spark", "pytorch"}),
         table_spec(CONVERSATION_METRICS, reads=ROLE_READS, group_name="audio_intelligence", kinds={"delta"}),
         table_spec(
-            REDACTED_AUDIO, reads=USABLE_CALLS_READS, group_name="audio_intelligence", kinds={"delta", "audio"},
+            REDACTED_AUDIO, reads=ROLE_READS, group_name="audio_intelligence", kinds={"delta", "audio"},
             owners=["team:compliance"],
         ),
     ],
