@@ -30,7 +30,7 @@ from callintel_dagster.assets.characteristics import (
 from callintel_dagster.assets.compliance import compliance_flags
 from callintel_dagster.assets.ingest import raw_call_audio
 from callintel_dagster.assets.insights import fused_insights, insights_dashboard
-from callintel_dagster.assets.maintenance import forget_call
+from callintel_dagster.assets.maintenance import forget_agent, forget_call
 from callintel_dagster.assets.segments import valid_segments
 from callintel_dagster.assets.summaries import call_summaries
 from callintel_dagster.assets.tone import tone_model, tone_scores
@@ -184,7 +184,7 @@ def build_definitions(deployment: str | None = None, resources: dict | None = No
     them (tests and the bench bind temporary stores this way)."""
     return dg.Definitions(
         assets=ASSETS,
-        jobs=[call_pipeline_job, reprocess_malformed_job, forget_call],
+        jobs=[call_pipeline_job, reprocess_malformed_job, forget_call, forget_agent],
         sensors=[new_recordings_sensor],
         resources={**build_resources(deployment), **(resources or {})},
     )

@@ -6,6 +6,8 @@ Delta/Arrow schema is derived from the same model, so the contract and the stora
 
 from __future__ import annotations
 
+from typing import Optional
+
 import pandas as pd
 import pandera.pandas as pa
 import pyarrow
@@ -22,6 +24,7 @@ from callintel_dagster.engines.vocabulary import (
     ROLES,
     SENTIMENT_LABELS,
     TONE_LABELS,
+    VOICE_ROLE_SOURCES,
 )
 
 CALL_STATUSES = ["ok", "quarantined"]
@@ -129,6 +132,10 @@ class Transcripts(_Table):
     phi_kinds: Series[str] = pa.Field(description="JSON list of the PHI kinds found in the turn")
     language: Series[str] = pa.Field(
         nullable=True, description="Whisper code of the call's detected language (en, es); null = written before detection, read as en")
+    # Added with voice enrollment: optional in a frame (null when absent), as in older rows.
+    voice_match: Optional[Series[float]] = pa.Field(
+        ge=-1, le=1, nullable=True, description="agent turns: the speaker's similarity to the agent's voiceprint"
+    )
 
     @pa.dataframe_check(error="turn end must not precede its start")
     def ordered(cls, df: pd.DataFrame) -> Series[bool]:
@@ -154,6 +161,26 @@ class ConversationMetrics(_Table):
     role_source: Series[str] = pa.Field(
         isin=list(ROLE_SOURCES), description="channel_map (split-stereo call, one party per channel) or diarization",
     )
+    # Added with the other_agent role: optional in a frame (null when absent), as in older rows.
+    talk_time_other_agent_s: Optional[Series[float]] = pa.Field(ge=0, nullable=True)
+    words_per_minute_other_agent: Optional[Series[float]] = pa.Field(ge=0, nullable=True)
+
+
+class AgentVoiceSamples(_Table):
+    """`agent_voice_samples`: per call, the agent side's voice (engines/voiceprints.py): its d-vector
+    (a future enrolment sample), how it was chosen, and how it compares with the agent's voiceprint."""
+
+    agent_id: Series[str] = pa.Field(nullable=True)
+    speaker: Series[str] = pa.Field(nullable=True, description="the diarized speaker given the agent role")
+    speech_s: Series[float] = pa.Field(ge=0, description="seconds of the agent speaker's solo speech")
+    embedding_json: Series[str] = pa.Field(nullable=True, description="JSON list: unit d-vector of that speech")
+    role_source: Series[str] = pa.Field(isin=list(VOICE_ROLE_SOURCES))
+    voiceprint_calls: Series[int] = pa.Field(ge=0, description="calls the voiceprint on file was built from (0: none)")
+    voice_match: Series[float] = pa.Field(ge=-1, le=1, nullable=True, description="agent speaker vs voiceprint (cosine)")
+    voice_mismatch: Series[pd.BooleanDtype] = pa.Field(
+        nullable=True, description="a voiceprint is on file and no speaker of the call matches it"
+    )
+    model_id: Series[str] = pa.Field()
 
 
 class RedactedAudio(_Table):
@@ -325,6 +352,10 @@ class FusedInsights(_Table):
     anger_peak_topic: Series[str] = pa.Field(isin=["billing", "care_delay", "other"], nullable=True)
     qa_priority: Series[int] = pa.Field(ge=0, le=100)
     qa_reasons: Series[str] = pa.Field(description="JSON list of reasons, each with its points")
+    # Added with the other_agent role and voice enrollment: optional in a frame (null when absent).
+    talk_time_other_agent_s: Optional[Series[float]] = pa.Field(ge=0, nullable=True)
+    agent_voice_match: Optional[Series[float]] = pa.Field(ge=-1, le=1, nullable=True)
+    agent_voice_mismatch: Optional[Series[pd.BooleanDtype]] = pa.Field(nullable=True)
 
 
 
@@ -342,6 +373,32 @@ class AlertsSent(_Table):
     error: Series[str] = pa.Field(nullable=True)
     link: Series[str] = pa.Field()
     attempted_at: Series[pd.DatetimeTZDtype(tz="UTC")] = pa.Field()
+
+
+class _AgentTable(pa.DataFrameModel):
+    """Columns of a per-agent table: the agent, the partition and the run that wrote it (audit)."""
+
+    agent_id: Series[str] = pa.Field(str_length={"min_value": 1})
+    call_date: Series[pandas_engine.Date] = pa.Field()
+    run_id: Series[str] = pa.Field()
+
+    class Config:
+        strict = True
+        coerce = True
+
+
+class AgentVoiceprints(_AgentTable):
+    """`agent_voiceprints`: the voiceprint each enrolled agent had on `call_date` (built from samples
+    of earlier dates only), with its provenance."""
+
+    embedding_json: Series[str] = pa.Field(description="JSON list: unit mean d-vector of the agreeing samples")
+    n_calls: Series[int] = pa.Field(ge=1)
+    n_rejected: Series[int] = pa.Field(ge=0, description="samples dropped as outliers")
+    speech_s: Series[float] = pa.Field(ge=0)
+    call_ids_json: Series[str] = pa.Field(description="JSON list of the calls it was built from")
+    first_call_date: Series[pandas_engine.Date] = pa.Field()
+    last_call_date: Series[pandas_engine.Date] = pa.Field()
+    model_id: Series[str] = pa.Field()
 
 
 # Gold layer for BI (`star_schema.py`): facts at the grain Power BI measures count. `agent_id` is

@@ -6,7 +6,8 @@ table exists, and the asset spec (`assets/io.py`). Adding a table means adding a
 `schemas.py` and one `Table` here; the asset that writes it declares it in `writes=`, and every
 asset that reads it declares it in `reads=`, which is where the lineage in the Dagster UI comes from.
 
-Every table is partitioned by `call_date` (a DATE column) and carries `run_id`. No Dagster import:
+Every table is partitioned by `call_date` (a DATE column) and carries `run_id`; all but
+`agent_voiceprints` (keyed by agent) are keyed by `call_id`. No Dagster import:
 the lakehouse implementations and Spark tasks use this module too.
 """
 
@@ -80,7 +81,8 @@ class Table:
 
     def arrow_rows(self, valid: pd.DataFrame, call_date: dt.date) -> pyarrow.Table:
         """The validated rows of one partition as an Arrow table of the Delta schema."""
-        rows = valid.loc[valid[PARTITION_COLUMN] == call_date, self.columns]
+        # reindex: an optional contract column a producer left out is stored as null.
+        rows = valid.loc[valid[PARTITION_COLUMN] == call_date].reindex(columns=self.columns)
         return pyarrow.Table.from_pandas(rows, schema=self.arrow_schema(), preserve_index=False)
 
 
@@ -125,6 +127,18 @@ REDACTED_AUDIO = _table(
     "redacted_audio", schemas.RedactedAudio, (),
     "A copy of each recording with PHI word spans masked (tone or silence), from word timestamps; the "
     "table records where it is and which spans were masked.",
+)
+AGENT_VOICE_SAMPLES = _table(
+    "agent_voice_samples", schemas.AgentVoiceSamples, (),
+    "Per call: the agent side's voice (d-vector of its solo speech, an enrolment sample), whether the "
+    "agent role came from the voiceprint, its match score and the voice-mismatch flag (engines/voiceprints.py).",
+)
+# Keyed by agent, not by call: erasure (`forget_call`, `forget_agent`) removes a voiceprint whose
+# provenance names the erased call, or the agent's.
+AGENT_VOICEPRINTS = Table(
+    name="agent_voiceprints", model=schemas.AgentVoiceprints, keys=("agent_id",),
+    description="Per date and enrolled agent: the voiceprint roles were assigned with that day (mean d-vector "
+    "of the agent's agreeing samples from earlier dates), with its provenance: calls, dates, seconds, encoder.",
 )
 TONE_SCORES = _table(
     "tone_scores", schemas.ToneScores, ("segment_index",),
@@ -194,7 +208,7 @@ TABLES: dict[str, Table] = {
     table.name: table
     for table in (
         RAW_CALL_AUDIO, VALID_SEGMENTS, SPEECH_ACTIVITY, QUARANTINED_CALLS, PROCESSED_CALLS, TRANSCRIPTS, CONVERSATION_METRICS,
-        REDACTED_AUDIO, TONE_SCORES, CALL_TONE, COMPLIANCE_FLAGS, MALFORMED_LLM_OUTPUTS, CALL_SUMMARIES,
+        REDACTED_AUDIO, AGENT_VOICE_SAMPLES, AGENT_VOICEPRINTS, TONE_SCORES, CALL_TONE, COMPLIANCE_FLAGS, MALFORMED_LLM_OUTPUTS, CALL_SUMMARIES,
         CALL_CHARACTERISTICS, TURN_SENTIMENT, CALL_CATEGORIES, FUSED_INSIGHTS, ALERTS_SENT,
         FACT_CALL, FACT_FLAG, FACT_TURN_TONE,
     )

@@ -84,7 +84,7 @@ def write_seed_transcripts(lakehouse, call_date: dt.date) -> None:
                 "call_id": call_id, "call_date": call_date, "run_id": "seed", "turn_index": index,
                 "speaker": f"SPEAKER_0{0 if role == 'agent' else 1}", "role": role,
                 "start_s": index * 5.0, "end_s": index * 5.0 + 4.0, "text": text,
-                "confidence": 0.9, "n_words": len(text.split()), "phi_kinds": "[]", "language": "en",
+                "confidence": 0.9, "n_words": len(text.split()), "phi_kinds": "[]", "language": "en", "voice_match": None,
             })
     frame = pyarrow.Table.from_pandas(pd.DataFrame(rows), schema=arrow_schema(Transcripts), preserve_index=False)
     lakehouse.merge_partition("transcripts", frame, ["call_id", "turn_index"], call_date)

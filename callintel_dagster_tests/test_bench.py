@@ -17,7 +17,7 @@ import pytest
 from callintel_dagster.tools import bench, cli
 
 SECTIONS = ("machine", "timestamps", "settings", "sample_call", "tone_model", "compliance_flags",
-            "compliance_corpus", "languages", "throughput")
+            "compliance_corpus", "languages", "voices", "throughput")
 
 
 def _number(value) -> bool:

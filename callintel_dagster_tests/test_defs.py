@@ -42,13 +42,14 @@ def test_graph_jobs_sensor_and_checks():
         "transcripts", "conversation_metrics", "compliance_flags", "malformed_llm_outputs",
         "fused_insights", "insights_dashboard", "redacted_audio", "call_characteristics", "turn_sentiment",
         "call_categories", "call_summaries", "alerts_sent",
-        "fact_call", "fact_flag", "fact_turn_tone",
+        "fact_call", "fact_flag", "fact_turn_tone", "agent_voice_samples", "agent_voiceprints",
     }
     for key in graph.get_all_asset_keys() - {dg.AssetKey("tone_model")}:
         assert graph.get(key).partitions_def is not None, key
     assert defs.resolve_job_def("call_pipeline_job") is not None
     assert defs.resolve_job_def("reprocess_malformed_job") is not None
     assert defs.resolve_job_def("forget_call") is not None
+    assert defs.resolve_job_def("forget_agent") is not None
     assert defs.resolve_sensor_def("new_recordings_sensor") is not None
     check_keys = graph.asset_check_keys
     without_table = {dg.AssetKey("tone_model"), dg.AssetKey("insights_dashboard")}

@@ -22,6 +22,7 @@ from callintel_dagster.partitions import call_date_partitions
 from callintel_dagster.resources.lakehouse import Lakehouse
 from callintel_dagster.resources.reports import ReportSettings
 from callintel_dagster.tables import (
+    AGENT_VOICE_SAMPLES,
     CALL_TONE,
     COMPLIANCE_FLAGS,
     CONVERSATION_METRICS,
@@ -33,7 +34,10 @@ from callintel_dagster.tables import (
 )
 
 # In the order `fuse_calls` takes them.
-FUSION_INPUTS = (RAW_CALL_AUDIO, SPEECH_ACTIVITY, CONVERSATION_METRICS, CALL_TONE, TONE_SCORES, TRANSCRIPTS, COMPLIANCE_FLAGS)
+FUSION_INPUTS = (
+    RAW_CALL_AUDIO, SPEECH_ACTIVITY, CONVERSATION_METRICS, CALL_TONE, TONE_SCORES, TRANSCRIPTS, COMPLIANCE_FLAGS,
+    AGENT_VOICE_SAMPLES,
+)
 # Days before the run's first date that a dashboard also shows (trend context). A constant, because
 # it is lineage: the dashboard's partition mapping onto its inputs is declared from it.
 DASHBOARD_LOOKBACK_DAYS = 6

@@ -32,10 +32,12 @@ RANGE_BACKFILL = dg.BackfillPolicy.single_run()
 
 @dataclasses.dataclass(frozen=True)
 class Lookback:
-    """A read of `table` over the run's dates plus the `days` before them."""
+    """A read of `table` over the run's dates plus the `days` before them; with `earlier_only`, the
+    `days` before the run's dates only (an asset reading earlier partitions of its own table)."""
 
     table: Table
     days: int
+    earlier_only: bool = False
 
 
 Read = Table | Lookback | str  # str: a non-table asset (e.g. the unpartitioned `tone_model`)
@@ -44,7 +46,8 @@ Read = Table | Lookback | str  # str: a non-table asset (e.g. the unpartitioned 
 def _dep(read: Read) -> dg.AssetDep | str:
     if isinstance(read, Lookback):
         return dg.AssetDep(
-            read.table.name, partition_mapping=dg.TimeWindowPartitionMapping(start_offset=-read.days, end_offset=0)
+            read.table.name,
+            partition_mapping=dg.TimeWindowPartitionMapping(start_offset=-read.days, end_offset=-1 if read.earlier_only else 0),
         )
     return read.name if isinstance(read, Table) else read
 

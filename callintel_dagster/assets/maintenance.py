@@ -5,7 +5,10 @@ It refuses while pipeline runs are queued or running, holds the exclusive lakeho
 (`resources/locks.py`) against writers for its whole length, fails on a call id no table knows,
 and deletes the rendered dashboards that show the call (re-materialize `insights_dashboard`).
 
-Run it with the call's id (`raw_call_audio.call_id`) from the launchpad, or:
+`forget_agent` erases one agent's voice data the same way (voiceprints and their provenance, the
+agent-side voice samples of the agent's calls): the biometric part of agent voice enrollment.
+
+Run `forget_call` with the call's id (`raw_call_audio.call_id`) from the launchpad, or:
 
     dagster job execute -m callintel_dagster.definitions -j forget_call -c forget.yaml
 
@@ -17,9 +20,12 @@ Run it with the call's id (`raw_call_audio.call_id`) from the launchpad, or:
           delete_recording: true
 """
 
+import json
+from collections.abc import Callable
 from pathlib import Path
 
 import dagster as dg
+import pandas as pd
 from pydantic import Field
 
 from callintel_dagster.resources.blob_store import BlobStore, redacted_copy_key
@@ -31,7 +37,12 @@ from callintel_dagster.resources.locks import (
 )
 from callintel_dagster.resources.models import ModelSettings
 from callintel_dagster.resources.reports import ReportSettings
-from callintel_dagster.tables import RAW_CALL_AUDIO
+from callintel_dagster.tables import (
+    AGENT_VOICE_SAMPLES,
+    AGENT_VOICEPRINTS,
+    PARTITION_COLUMN,
+    RAW_CALL_AUDIO,
+)
 
 # Runs that may write to the lakehouse now or soon. Zero-retention VACUUM would delete the data
 # files of their not-yet-committed writes, so forgetting refuses while any exists. The lakehouse
@@ -65,6 +76,24 @@ class ForgetCallConfig(dg.Config):
     lock_timeout_s: float = Field(
         default=300.0, description="How long to wait for pipeline writes to release the lakehouse lock."
     )
+
+
+def drop_voiceprints(lakehouse: Lakehouse, doomed: Callable[[object], bool]) -> int:
+    """Delete the `agent_voiceprints` rows for which `doomed(row)` holds: each affected date is
+    rewritten without them (a partition MERGE deletes the rows its source lacks), so this works on
+    every lakehouse without a predicate DELETE on JSON. Runs under the caller's exclusive lock."""
+    stored = lakehouse.read(AGENT_VOICEPRINTS)
+    if stored.empty:
+        return 0
+    drop = pd.Series([bool(doomed(row)) for row in stored.itertuples()], index=stored.index, dtype=bool)
+    dropped = stored[drop]
+    for call_date in sorted(set(dropped[PARTITION_COLUMN])):
+        remaining = stored[~drop & (stored[PARTITION_COLUMN] == call_date)]
+        lakehouse.merge_partition(
+            AGENT_VOICEPRINTS.name, AGENT_VOICEPRINTS.arrow_rows(remaining, call_date), list(AGENT_VOICEPRINTS.keys), call_date,
+        )
+    return len(dropped)
+
 
 
 def _refuse_while_runs_write(context: dg.OpExecutionContext) -> None:
@@ -144,7 +173,10 @@ def _forget(
 
     rows_deleted = {}
     for table in tables:
-        rows_deleted[table] = lakehouse.delete_call(table, call_id)
+        if table == AGENT_VOICEPRINTS.name:  # keyed by agent: a voiceprint built from the call goes
+            rows_deleted[table] = drop_voiceprints(lakehouse, lambda row: call_id in json.loads(row.call_ids_json))
+        else:
+            rows_deleted[table] = lakehouse.delete_call(table, call_id)
         context.log.info(f"call {call_id}: {table}: {rows_deleted[table]} row(s) deleted")
     if not blob_keys and not any(rows_deleted.values()) and not config.allow_unknown:
         raise dg.Failure(
@@ -193,3 +225,60 @@ def _forget(
 )
 def forget_call():
     forget_call_data()
+
+
+class ForgetAgentConfig(dg.Config):
+    agent_id: str = Field(
+        pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$",
+        description="The agent whose voice data to erase (`agent_id`, the `agent-7__…` file-name prefix). The "
+        "strict pattern keeps the value safe in table predicates.",
+    )
+    allow_unknown: bool = Field(
+        default=False,
+        description="Purge table history even when no voice data of the agent is left (to finish an earlier "
+        "forget_agent that failed before its VACUUM). Off, an unknown agent fails the run.",
+    )
+    lock_timeout_s: float = Field(
+        default=300.0, description="How long to wait for pipeline writes to release the lakehouse lock."
+    )
+
+
+@dg.op(
+    description="Delete an agent's voiceprints (every date, with their provenance) and the agent-side voice "
+    "samples of their calls, then every old table version that still holds them (VACUUM, retention 0).",
+)
+def forget_agent_voice(context: dg.OpExecutionContext, config: ForgetAgentConfig, lakehouse: Lakehouse) -> dg.Output[dict]:
+    """The calls themselves stay (their transcripts are not biometric data); the agent's calls that
+    are processed again after this are enrolled again unless `models.voice_enrollment` is off."""
+    _refuse_while_runs_write(context)
+    agent_id = config.agent_id
+    try:
+        with lakehouse_lock(lock_key(lakehouse), exclusive=True, timeout_s=config.lock_timeout_s):
+            samples = lakehouse.read(AGENT_VOICE_SAMPLES)
+            calls = sorted(set(samples.loc[samples["agent_id"] == agent_id, "call_id"]))
+            rows_deleted = {
+                AGENT_VOICE_SAMPLES.name: sum(lakehouse.delete_call(AGENT_VOICE_SAMPLES.name, call_id) for call_id in calls),
+                AGENT_VOICEPRINTS.name: drop_voiceprints(lakehouse, lambda row: row.agent_id == agent_id),
+            }
+            if not any(rows_deleted.values()) and not config.allow_unknown:
+                raise dg.Failure(
+                    f"agent {agent_id}: no voiceprint or voice sample on file; nothing erased. Check the id; to finish "
+                    "an earlier forget_agent that failed after deleting the rows, re-run with allow_unknown: true."
+                )
+            files_purged = {table: lakehouse.purge_history(table) for table in rows_deleted}
+    except LakehouseLockTimeout as exc:
+        raise dg.Failure(f"agent {agent_id}: not erased: {exc} (a pipeline run writing?); re-run forget_agent later") from exc
+    context.log.info(f"agent {agent_id}: deleted {rows_deleted}; VACUUM removed {sum(files_purged.values())} data file(s)")
+    return dg.Output(
+        {"rows_deleted": rows_deleted, "files_purged": files_purged},
+        metadata={"agent_id": agent_id, "rows_deleted": dg.MetadataValue.json(rows_deleted),
+                  "data_files_purged": sum(files_purged.values())},
+    )
+
+
+@dg.job(
+    description="Erase one agent's voiceprints and voice samples (run config: `ops.forget_agent_voice.config.agent_id`) "
+    "and the old table versions holding them. Like forget_call, it refuses while pipeline runs are queued or running."
+)
+def forget_agent():
+    forget_agent_voice()

@@ -15,7 +15,11 @@ Role rule (agent vs customer), in order:
    the agent's greeting dropped, or glued to the caller's first words.
 2. If nobody scores above zero, or the top score is tied, the speaker of the first word is the agent:
    a call centre answers the phone, so the agent speaks first.
-Every other speaker is a customer (a third party on the line counts as customer side).
+An enrolled agent's voiceprint (`engines/voiceprints.py`) replaces both when it confidently picks a
+speaker (`agent_speaker`). Of the other speakers, the first to talk is the customer (the caller is
+on the line from the start); every speaker who first talks after that is an `other_agent` (a
+supervisor or specialist the call is transferred to), so a call with a transfer has three roles.
+A split-stereo call takes its roles from the channel map instead (`roles`, engines/channels.py).
 """
 
 from __future__ import annotations
@@ -29,7 +33,7 @@ import pandas as pd
 from callintel_dagster.engines.asr import Word
 from callintel_dagster.engines.diarize import SpeakerTurn
 from callintel_dagster.engines.spans import total_length, union_spans
-from callintel_dagster.engines.vocabulary import AGENT, CUSTOMER
+from callintel_dagster.engines.vocabulary import AGENT, CUSTOMER, OTHER_AGENT, ROLES
 
 # Cue lexicons of the role rule, matched on lower-cased text without punctuation or apostrophes
 # ("whats", "youre"). They name what
@@ -109,8 +113,12 @@ def _normalized(text: str) -> str:
     return " ".join(text.split())
 
 
-def assign_roles(speaker_words: dict[str, list[str]], first_speaker: str) -> dict[str, str]:
-    """Agent/customer per speaker by the module's role rule (content cues, else who spoke first)."""
+def assign_roles(
+    speaker_words: dict[str, list[str]], first_speaker: str, agent_speaker: str | None = None
+) -> dict[str, str]:
+    """Role per speaker by the module's role rule: the agent is `agent_speaker` (a voiceprint
+    match) when given, else the content-cue scorer, else who spoke first. `speaker_words` is in
+    order of first appearance: the first other speaker is the customer, later ones other agents."""
     scores = {}
     for speaker, words in speaker_words.items():
         text = _normalized(" ".join(words)).replace("'", "")
@@ -119,12 +127,17 @@ def assign_roles(speaker_words: dict[str, list[str]], first_speaker: str) -> dic
     best = max(scores.values(), default=0)
     top = [speaker for speaker, score in scores.items() if score == best]
     agent = top[0] if best > 0 and len(top) == 1 else first_speaker
-    return {speaker: AGENT if speaker == agent else CUSTOMER for speaker in speaker_words}
+    if agent_speaker in speaker_words:
+        agent = agent_speaker
+    others = [speaker for speaker in speaker_words if speaker != agent]
+    return {speaker: AGENT if speaker == agent else CUSTOMER if speaker == others[0] else OTHER_AGENT
+            for speaker in speaker_words}
 
 
 def build_turns(
     words: Sequence[Word],
     speaker_turns: Sequence[SpeakerTurn],
+    agent_speaker: str | None = None,
     *,
     speakers: Sequence[str] | None = None,
     roles: Mapping[str, str] | None = None,
@@ -132,9 +145,10 @@ def build_turns(
     """Speaker-attributed transcript turns, one row per run of consecutive words of one speaker.
 
     Columns: turn_index, speaker, role, start_s, end_s, text, confidence (mean word probability),
-    n_words. No words gives an empty frame with those columns. When the speaker of each word is
-    already known (`speakers`, one per word, e.g. the channel it was heard on) and so are the roles
-    (`roles`, speaker -> role), they are taken as given instead of aligned and guessed.
+    n_words. No words gives an empty frame with those columns. `agent_speaker`: the speaker an
+    enrolled voiceprint identified as the agent (see `assign_roles`). When the speaker of each word
+    is already known (`speakers`, one per word, e.g. the channel it was heard on) and so are the
+    roles (`roles`, speaker -> role), they are taken as given instead of aligned and guessed.
     """
     order = sorted(range(len(words)), key=lambda i: (words[i].start, words[i].end))
     words = [words[i] for i in order]
@@ -152,7 +166,8 @@ def build_turns(
     speaker_words: dict[str, list[str]] = {}
     for speaker, group in groups:
         speaker_words.setdefault(speaker, []).extend(w.text for w in group)
-    roles = dict(roles) if roles is not None else assign_roles(speaker_words, first_speaker=labels[0])
+    roles = dict(roles) if roles is not None else assign_roles(
+        speaker_words, first_speaker=labels[0], agent_speaker=agent_speaker)
 
     rows = [
         {
@@ -210,10 +225,10 @@ def conversation_metrics(
     Times come from diarization (`speaker_turns`), which also covers speech ASR produced no words
     for; roles and word counts come from `turns_df` (a speaker with no words counts as customer),
     unless the roles are known (`roles`, speaker -> role: the channel map of a split-stereo call).
-    - talk_time_<role>_s: union of that role's speaker turns.
+    - talk_time_<role>_s: union of that role's speaker turns (agent, customer, other_agent).
     - overlap_s: time with two or more speakers talking at once.
-    - non_talk_time_s: call time nobody talks, so agent + customer - overlap + non_talk = duration
-      (exact with two speakers).
+    - non_talk_time_s: call time nobody talks, so agent + customer + other_agent - overlap +
+      non_talk = duration (exact while no more than two roles talk at once).
     - interruptions: turns that start while another speaker is mid-turn and overlap that turn by at
       least `INTERRUPTION_MIN_OVERLAP_S`, so quick hand-overs do not count (backchannels that long
       do).
@@ -228,7 +243,7 @@ def conversation_metrics(
     def role_spans(role: str) -> list[tuple[float, float]]:
         return union_spans([s for sp, spans in per_speaker.items() if roles.get(sp, CUSTOMER) == role for s in spans])
 
-    talk = {role: total_length(role_spans(role)) for role in (AGENT, CUSTOMER)}
+    talk = {role: total_length(role_spans(role)) for role in ROLES}
     speech = total_length(union_spans([s for spans in per_speaker.values() for s in spans]))
 
     words = turns_df.groupby("role")["n_words"].sum()
@@ -239,9 +254,11 @@ def conversation_metrics(
     return {
         "talk_time_agent_s": talk[AGENT],
         "talk_time_customer_s": talk[CUSTOMER],
+        "talk_time_other_agent_s": talk[OTHER_AGENT],
         "non_talk_time_s": max(0.0, float(call_duration_s) - speech),
         "overlap_s": _multi_speaker_time(per_speaker),
         "interruptions": _count_interruptions(per_speaker),
         "words_per_minute_agent": per_minute(AGENT),
         "words_per_minute_customer": per_minute(CUSTOMER),
+        "words_per_minute_other_agent": per_minute(OTHER_AGENT),
     }

@@ -84,11 +84,12 @@ from callintel_dagster.engines.characteristics import (
     silence_gaps,
     turn_sentiment,
 )
+from callintel_dagster.engines.vocabulary import ROLES
 
 HEALTHCARE_CATEGORIES = Path(__file__).resolve().parent.parent / "categories" / "healthcare.yaml"
 HEALTHCARE_CATEGORIES_ES = HEALTHCARE_CATEGORIES.with_name("healthcare_es.yaml")
 
-Role = Literal["agent", "customer", "any"]
+Role = Literal["agent", "customer", "other_agent", "any"]
 Period = Literal["call", "first_quarter", "last_quarter"]
 
 
@@ -493,7 +494,7 @@ def _non_talk(spec: NonTalkSpec, call: _Call, path: str) -> list[dict]:
 
 
 def _interruptions(spec: InterruptionSpec, call: _Call, path: str) -> list[dict]:
-    roles = ["agent", "customer"] if spec.by == "any" else [spec.by]
+    roles = list(ROLES) if spec.by == "any" else [spec.by]
     events = sorted((event for role in roles if role in call.by_role
                      for event in json.loads(call.by_role[role]["interruptions_json"])),
                     key=lambda e: e["at_s"])

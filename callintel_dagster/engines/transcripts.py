@@ -11,6 +11,9 @@ A `split_stereo` call (one party per channel, `engines/channels.py`) is decoded 
 channels kept; each channel is VAD'd and transcribed on its own, its speech regions are its party's
 speaker turns and the roles come from the channel map (`agent_channel`), so no diarization runs.
 Every other call (mono, mono-in-stereo, multichannel) is diarized from its mono mix.
+
+A call of a known agent also gets its agent-side voice sample, and, when the driver hands it the
+agent's voiceprint (`agent_voiceprint_json`), the roles use it (engines/voiceprints.py).
 """
 
 from __future__ import annotations
@@ -37,6 +40,16 @@ from callintel_dagster.engines.diarize import DiarizationConfig, SpeakerTurn, di
 from callintel_dagster.engines.redaction import redact_turns
 from callintel_dagster.engines.vad import VadConfig, speech_segments
 from callintel_dagster.engines.vocabulary import ROLE_FROM_CHANNEL_MAP, ROLE_FROM_DIARIZATION, SPLIT_STEREO
+from callintel_dagster.engines.vocabulary import AGENT
+from callintel_dagster.engines.voiceprints import (
+    VOICEPRINT_MODEL,
+    EnrollmentConfig,
+    VoiceMatch,
+    embedding_json,
+    match_agent,
+    speaker_embeddings,
+    voiceprint_from_json,
+)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -53,6 +66,7 @@ class TranscriptTask:
     # each channel's speech.
     agent_channel: str = CHANNEL_NAMES[0]
     vad: VadConfig = VadConfig()
+    enrollment: EnrollmentConfig = EnrollmentConfig()
 
     def _whisper_name(self, language: str) -> str:
         if language == "en":
@@ -84,8 +98,19 @@ class TranscriptTask:
         else:
             words = transcribe(audio, asr)
             speakers = diarize(audio, self.diarization)
-            turns = build_turns(words, speakers)
             roles, role_source, model_id = None, ROLE_FROM_DIARIZATION, self.model_id(language)
+        voiceprint = voiceprint_from_json(call.get("agent_voiceprint_json"))
+        # Only calls of a known agent give enrolment samples (the file name names the agent). Calls
+        # reach workers as text: no agent / no voiceprint is "". A split-stereo call's agent channel
+        # is a clean sample; its roles stay the channel map's, its voice match is still checked.
+        enrolled = self.enrollment.enabled and bool(call.get("agent_id"))
+        embeddings = speaker_embeddings(audio, speakers, self.enrollment) if enrolled else {}
+        match = match_agent(embeddings, voiceprint, self.enrollment) if voiceprint is not None else None
+        if not split_stereo:
+            turns = build_turns(words, speakers, agent_speaker=match.agent_speaker if match else None)
+        agent_speaker = next(iter(turns.loc[turns["role"] == AGENT, "speaker"]), None)
+        voice_match = match.similarities.get(agent_speaker) if match else None
+        turns["voice_match"] = [voice_match if role == AGENT else None for role in turns["role"]]
         metrics = conversation_metrics(turns, speakers, duration, roles)
         redacted = redact_turns(turns)
         turns["phi_kinds"] = [json.dumps(kinds) for kinds in redacted["phi_kinds"]]
@@ -100,6 +125,9 @@ class TranscriptTask:
                 "language_probability": language_probability,
             }],
         }
+        if enrolled:
+            tables["agent_voice_samples"] = [
+                self._voice_sample(call, agent_speaker, embeddings, match, voice_match, split_stereo)]
         if self.audio_redaction:
             target = str(call["redacted_audio_url"])
             spans = write_redacted_copy(audio, target, words, mode=self.audio_redaction)
@@ -119,3 +147,16 @@ class TranscriptTask:
             labels += [name] * len(heard)
         turns = build_turns(words, [], speakers=labels, roles=channel_roles(self.agent_channel))
         return words, channel_turns(speech), turns
+
+    def _voice_sample(self, call: dict, agent_speaker: str | None, embeddings: dict,
+                      match: VoiceMatch | None, voice_match: float | None, split_stereo: bool) -> dict:
+        """The call's `agent_voice_samples` row (engines/voiceprints.py)."""
+        embedding, seconds = embeddings.get(agent_speaker, (None, 0.0))
+        return {
+            "call_id": call["call_id"], "agent_id": call["agent_id"], "speaker": agent_speaker, "speech_s": seconds,
+            "embedding_json": None if embedding is None else embedding_json(embedding),
+            "role_source": ROLE_FROM_CHANNEL_MAP if split_stereo else "voiceprint" if match and match.agent_speaker else "heuristic",
+            "voiceprint_calls": int(call.get("agent_voiceprint_calls") or 0) if match else 0,
+            "voice_match": voice_match, "voice_mismatch": match.mismatch if match else None,
+            "model_id": VOICEPRINT_MODEL,
+        }

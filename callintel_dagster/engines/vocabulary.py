@@ -5,7 +5,9 @@ from __future__ import annotations
 
 AGENT = "agent"
 CUSTOMER = "customer"
-ROLES: tuple[str, ...] = (AGENT, CUSTOMER)
+# A second agent on the call (a supervisor or specialist the call was transferred to).
+OTHER_AGENT = "other_agent"
+ROLES: tuple[str, ...] = (AGENT, CUSTOMER, OTHER_AGENT)
 # How a recording's channels carry the parties (engines/channels.py) and where a call's roles came from.
 MONO = "mono"
 SPLIT_STEREO = "split_stereo"
@@ -15,6 +17,9 @@ CHANNEL_LAYOUTS: tuple[str, ...] = (MONO, SPLIT_STEREO, MONO_IN_STEREO, MULTICHA
 ROLE_FROM_CHANNEL_MAP = "channel_map"
 ROLE_FROM_DIARIZATION = "diarization"
 ROLE_SOURCES: tuple[str, ...] = (ROLE_FROM_CHANNEL_MAP, ROLE_FROM_DIARIZATION)
+# How a call's agent speaker was chosen: an enrolled voiceprint, the phrase / first-speaker rule, or
+# the channel map of a split-stereo call.
+VOICE_ROLE_SOURCES: tuple[str, ...] = ("voiceprint", "heuristic", ROLE_FROM_CHANNEL_MAP)
 SENTIMENT_LABELS: tuple[str, ...] = ("negative", "neutral", "positive")
 TONE_LABELS: tuple[str, ...] = ("angry", "anxious", "sad", "neutral_positive")
 NEGATIVE_TONES: frozenset[str] = frozenset({"angry", "anxious", "sad"})

@@ -11,6 +11,7 @@ from callintel_dagster.engines.diarize import DiarizationConfig
 from callintel_dagster.engines.tone import ToneConfig
 from callintel_dagster.engines.transcripts import TranscriptTask
 from callintel_dagster.resources.settings import AudioSettings
+from callintel_dagster.engines.voiceprints import EnrollmentConfig
 
 
 class ModelSettings(dg.ConfigurableResource):
@@ -34,7 +35,14 @@ class ModelSettings(dg.ConfigurableResource):
     )
     whisper_beam_size: int = Field(default=1, description="Beam size; greedy (1) is more faithful for tiny.en on phone audio.")
     device: str = Field(default="cpu", description="cpu | cuda | auto, for Whisper and diarization.")
-    num_speakers: int | None = Field(default=2, description="Speakers per call (None = estimate).")
+    num_speakers: int | None = Field(default=2, description="Speakers per call (None = estimate between min and max).")
+    min_speakers: int = Field(default=2, description="Fewest speakers an estimated count gives (agent + customer).")
+    max_speakers: int = Field(default=4, description="Most speakers an estimated count gives (a transfer adds one).")
+    voice_enrollment: bool = Field(
+        default=True,
+        description="Build a voiceprint per agent_id from earlier calls and use it for the roles; off, no voice "
+        "samples are stored and roles come from the phrase / first-speaker rule only.",
+    )
     pyannote_pipeline: str | None = Field(
         default=None,
         description="Local dir or id of a pyannote.audio pipeline (production: pyannote/speaker-diarization-3.1); "
@@ -80,6 +88,7 @@ class ModelSettings(dg.ConfigurableResource):
         return TranscriptTask(
             self.asr_config(), self.diarization_config(), self.redact_transcripts_at_rest,
             self.audio_redaction, agent_channel=audio.agent_channel, vad=audio.vad_config(),
+            enrollment=EnrollmentConfig(enabled=self.voice_enrollment, device=self.device),
         )
 
     def asr_config(self) -> AsrConfig:
@@ -93,6 +102,7 @@ class ModelSettings(dg.ConfigurableResource):
 
     def diarization_config(self) -> DiarizationConfig:
         return DiarizationConfig(
-            num_speakers=self.num_speakers, device=self.device,
+            num_speakers=self.num_speakers, min_speakers=self.min_speakers, max_speakers=self.max_speakers,
+            device=self.device,
             pyannote_pipeline=self.pyannote_pipeline,
         )

@@ -14,6 +14,8 @@ each other (a WER from one machine next to a throughput from another would mean 
    (``tools/compliance_eval``): script text, and the whole audio pipeline with redaction recall.
    3c. **Languages**: language detection over the English and Spanish test calls that went through
    audio, Spanish WER, and the flags on the Spanish corpus's test part (script text and audio).
+   3d. **Voices** (``tools/voice_eval``): speaker count on three-voice test calls, and role accuracy
+   and the voice-mismatch list on enrolled agents' later calls (skipped with ``--quick``).
 4. **Throughput end to end**: `call_pipeline_job` over the demo dates, with real Spark tasks and
    real Delta tables in a temporary data folder, against a plain per-file loop over the same calls
    with the same engine functions. The pipeline is not guaranteed to win on a small machine; the
@@ -42,7 +44,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from callintel_dagster.tools import channel_eval, compliance_eval
+from callintel_dagster.tools import channel_eval, compliance_eval, voice_eval
 from callintel_dagster.tools.demo_calls import DEMO_DATES
 from callintel_dagster.tools.report_format import fmt, prf
 
@@ -87,6 +89,9 @@ def main(args: argparse.Namespace) -> int:
     with tempfile.TemporaryDirectory(prefix="callintel-channels-") as work:
         channels = channel_eval.channels_section(
             Path(work), channel_eval.QUICK_TEST_CALLS if args.quick else channel_eval.TEST_CALLS)
+    _progress("voices: speaker count on three-voice test calls, agent voice enrollment" + (" (skipped)" if args.quick else ""))
+    with tempfile.TemporaryDirectory(prefix="callintel-voices-") as work:
+        voices = voice_eval.voices_section(Path(work), quick=args.quick)
 
     report = {
         "machine": machine_info(),
@@ -101,6 +106,7 @@ def main(args: argparse.Namespace) -> int:
         "compliance_flags": flags,
         "compliance_corpus": corpus,
         "languages": languages,
+        "voices": voices,
         "throughput": throughput,
         "channels": channels,
     }
@@ -634,6 +640,7 @@ def render_markdown(report: dict[str, Any]) -> str:
         "",
         *compliance_eval.render_markdown(report["compliance_corpus"]),
         *compliance_eval.render_languages_markdown(report["languages"]),
+        *voice_eval.render_markdown(report["voices"]),
         f"## 4. Throughput end to end ({tput['calls']} calls, {tput['audio_minutes']} min of audio, "
         f"{len(tput['dates'])} date(s), {tput['spark_slots']} Spark slots)",
         "",

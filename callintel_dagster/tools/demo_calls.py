@@ -1,4 +1,4 @@
-"""Scripted two-speaker demo calls, synthesized on the machine, with exact ground truth.
+"""Scripted demo calls (two voices, three with a transfer), synthesized here, with exact ground truth.
 
 The one real call we may ship (the pyannote sample) is a single scenario with no compliance labels.
 The scenarios a QA team cares about — a billing dispute, PHI read out before the caller is verified,
@@ -69,6 +69,10 @@ AGENT_VOICES = {
     "agente-lucia": "espeak-ng:es+f1",
     "agente-mateo": "espeak-ng:es-419+m1",
 }
+# Who may speak a script line. An ``other_agent`` (a supervisor the call is transferred to) needs the
+# script's ``other_agent: {id, voice}``; a script's ``agent_voice`` replaces the agent's own voice (a
+# call where someone else takes the agent's seat).
+SCRIPT_ROLES = ("agent", "customer", "other_agent")
 # Stored encodings: (sample rate, libsndfile subtype, name in the sidecar).
 CHANNELS = {"pcm16k": (16_000, "PCM_16", "pcm_s16le"), "ulaw8k": (8_000, "ULAW", "pcm_mulaw")}
 # Flags a script states; ``None`` means the call does not clearly decide it, and it is not scored.
@@ -89,7 +93,7 @@ class _Strict(BaseModel):
 
 class TruthTurn(_Strict):
     turn_index: int = Field(ge=0)
-    role: Literal["agent", "customer"]
+    role: Literal["agent", "customer", "other_agent"]
     speaker: str
     start_s: float = Field(ge=0)
     end_s: float
@@ -199,7 +203,7 @@ class DemoScript:
         """The turns as written (``turn_index``, ``role``, ``text``): what a perfect ASR would give."""
         return [{"turn_index": index, "role": role, "text": line[role]}
                 for index, line in enumerate(self.body.get("turns", []))
-                for role in ("agent", "customer") if role in line]
+                for role in SCRIPT_ROLES if role in line]
 
     def sha256(self, call_date: str) -> str:
         """What the audio depends on; the agent voice lives in code, so it is hashed explicitly."""
@@ -322,9 +326,13 @@ def _write_call(script: DemoScript, target: Path, workdir: Path, seed: int) -> d
     """Place each turn after the previous one ends (plus its gap), mix, and send it down the line."""
     body = script.body
     customer = body["customer"]
-    voices = {"agent": Voice(AGENT_VOICES[script.agent_id]),
+    voices = {"agent": Voice(body.get("agent_voice", AGENT_VOICES[script.agent_id])),
               "customer": Voice(customer["voice"], customer.get("rate"), customer.get("pitch"))}
-    levels = {"agent": "normal", "customer": customer.get("level", "normal")}
+    levels = {"agent": "normal", "customer": customer.get("level", "normal"), "other_agent": "normal"}
+    speakers = {"agent": script.agent_id, "customer": "customer"}
+    if other := body.get("other_agent"):
+        voices["other_agent"] = Voice(other["voice"], other.get("rate"), other.get("pitch"))
+        speakers["other_agent"] = other["id"]
     placed, turns = [], []
     end = round(float(body.get("lead_in_s", 0.6)) * MIX_RATE)  # sample where the conversation so far ends
     for turn, line in zip(script.transcript(), body["turns"], strict=True):
@@ -333,7 +341,7 @@ def _write_call(script: DemoScript, target: Path, workdir: Path, seed: int) -> d
         speech = _at_level(voices[role].synthesize(line.get("say", turn["text"]), workdir), levels[role])
         start = end + round(gap * MIX_RATE)
         placed.append((start, speech, role))
-        turns.append({**turn, "speaker": script.agent_id if role == "agent" else "customer",
+        turns.append({**turn, "speaker": speakers[role],
                       "start_s": round(start / MIX_RATE, 3), "end_s": round((start + speech.size) / MIX_RATE, 3)})
         end = max(end, start + speech.size)
     tail = round(float(body.get("tail_s", 0.8)) * MIX_RATE)
@@ -370,7 +378,8 @@ def _split_channels(placed: list[tuple[int, np.ndarray, str]], length: int, body
     rng = np.random.default_rng(seed)
     tracks = {role: np.zeros(length) for role in ("agent", "customer")}
     for start, speech, role in placed:
-        tracks[role][start:start + speech.size] += speech
+        # A supervisor the call is transferred to speaks on the agent side of the recorder.
+        tracks["customer" if role == "customer" else "agent"][start:start + speech.size] += speech
     bleed = 10 ** (float(body["bleed_db"]) / 20) if body.get("bleed_db") is not None else 0.0
     lines = {
         role: _telephone_line(
