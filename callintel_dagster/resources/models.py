@@ -47,6 +47,19 @@ class ModelSettings(dg.ConfigurableResource):
         default=None, description="wav2vec2 checkpoint dir, or where the embedded model lives (default <models_root>/tone)."
     )
     tone_window_s: float = Field(default=4.0, description="Speech is scored in windows of at most this many seconds.")
+    asr_batch_size: int | None = Field(
+        default=None,
+        description="Whisper chunks (<= 30 s, cut at silences) decoded per batch; 0 = the whole call as one stream. "
+        "None: 0 on CPU (faster there, see README 'Benchmarks'), chosen from free GPU memory on CUDA (at most 64).",
+    )
+    tone_batch_size: int | None = Field(
+        default=None,
+        description="wav2vec2 windows per forward pass, across the calls of a Spark task. None: 16 on CPU, "
+        "chosen from free GPU memory on CUDA (at most 256).",
+    )
+    tone_dtype: str | None = Field(
+        default=None, description="wav2vec2 precision: float32 | float16 | bfloat16; None = bfloat16 on CUDA, float32 on CPU."
+    )
     models_root: str = Field(default="data/models", description="Folder for models this project trains (tone_model).")
 
     def embedded_tone_dir(self) -> str:
@@ -57,7 +70,10 @@ class ModelSettings(dg.ConfigurableResource):
     def tone_config(self) -> ToneConfig:
         if self.tone_backend == "embedded":
             return ToneConfig(backend="embedded", model_path=self.embedded_tone_dir())
-        return ToneConfig(backend="wav2vec2", model_path=self.tone_model_path, device=self.device)
+        return ToneConfig(
+            backend="wav2vec2", model_path=self.tone_model_path, device=self.device,
+            batch_size=self.tone_batch_size, dtype=self.tone_dtype,
+        )
 
     def transcript_task(self) -> TranscriptTask:
         return TranscriptTask(
@@ -66,7 +82,9 @@ class ModelSettings(dg.ConfigurableResource):
         )
 
     def asr_config(self) -> AsrConfig:
-        return AsrConfig(model=self.whisper_model, device=self.device, beam_size=self.whisper_beam_size)
+        return AsrConfig(
+            model=self.whisper_model, device=self.device, beam_size=self.whisper_beam_size, batch_size=self.asr_batch_size
+        )
 
     def diarization_config(self) -> DiarizationConfig:
         return DiarizationConfig(
