@@ -16,22 +16,30 @@ from callintel_dagster.assets.model_stage import (
     run_model_stage,
     usable_calls,
 )
+from callintel_dagster.engines.chunking import map_calls_split
 from callintel_dagster.partitions import call_date_partitions
 from callintel_dagster.resources.blob_store import BlobStore
 from callintel_dagster.resources.compute import CallCompute
 from callintel_dagster.resources.lakehouse import Lakehouse
 from callintel_dagster.resources.models import ModelSettings
-from callintel_dagster.tables import CONVERSATION_METRICS, REDACTED_AUDIO, TRANSCRIPTS
+from callintel_dagster.tables import (
+    CONVERSATION_METRICS,
+    REDACTED_AUDIO,
+    TRANSCRIPTS,
+    VALID_SEGMENTS,
+)
 
 OUTPUTS = (TRANSCRIPTS, CONVERSATION_METRICS, REDACTED_AUDIO)
+# VALID_SEGMENTS: where a long call may be cut (its silences).
+TRANSCRIPTS_READS = (*USABLE_CALLS_READS, VALID_SEGMENTS)
 
 
 @dg.multi_asset(
     specs=[
-        table_spec(TRANSCRIPTS, reads=USABLE_CALLS_READS, group_name="audio_intelligence", kinds={"delta", "spark", "pytorch"}),
-        table_spec(CONVERSATION_METRICS, reads=USABLE_CALLS_READS, group_name="audio_intelligence", kinds={"delta"}),
+        table_spec(TRANSCRIPTS, reads=TRANSCRIPTS_READS, group_name="audio_intelligence", kinds={"delta", "spark", "pytorch"}),
+        table_spec(CONVERSATION_METRICS, reads=TRANSCRIPTS_READS, group_name="audio_intelligence", kinds={"delta"}),
         table_spec(
-            REDACTED_AUDIO, reads=USABLE_CALLS_READS, group_name="audio_intelligence", kinds={"delta", "audio"},
+            REDACTED_AUDIO, reads=TRANSCRIPTS_READS, group_name="audio_intelligence", kinds={"delta", "audio"},
             owners=["team:compliance"],
         ),
     ],
@@ -53,9 +61,19 @@ def transcripts(
     call_dates = partition_dates(context)
     read = TableReader(context, lakehouse)
     calls = usable_calls(read, blob_store, call_dates)
+    split = None
+    if models.long_call_chunk_s:
+        segments = read(VALID_SEGMENTS, call_dates)
+        speech = segments[segments["kind"] == "speech"].sort_values(["call_id", "start_s"])
+        spans = {call_id: list(zip(group["start_s"], group["end_s"])) for call_id, group in speech.groupby("call_id")}
+
+        def split(calls, task, description):
+            return map_calls_split(compute.map_calls, calls, task, description, spans, models.long_call_chunk_s)
+
     stage = run_model_stage(
         context, stage=TRANSCRIPTS.name, calls=calls, task=models.transcript_task(), compute=compute,
         lakehouse=lakehouse, call_dates=call_dates, config=config,
+        configuration=f"|long_call_chunk_s={models.long_call_chunk_s}", map_calls=split,
     )
     checks = {}
     metadata = {

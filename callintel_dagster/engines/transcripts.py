@@ -15,6 +15,7 @@ from callintel_dagster.engines.align import build_turns, conversation_metrics
 from callintel_dagster.engines.asr import AsrConfig, transcribe
 from callintel_dagster.engines.audio import SAMPLE_RATE, decode_call_audio
 from callintel_dagster.engines.audio_redaction import write_redacted_copy
+from callintel_dagster.engines.chunking import ChunkTask, is_chunk_row, stitch_chunks
 from callintel_dagster.engines.diarize import DiarizationConfig, diarize
 from callintel_dagster.engines.redaction import redact_turns
 
@@ -38,10 +39,15 @@ class TranscriptTask:
         return f"whisper:{self.asr.model or 'tiny.en'}|diarization:{diarizer}"
 
     def __call__(self, call: dict) -> dict[str, list[dict]]:
+        if is_chunk_row(call):  # one chunk of a long call: words, speakers and voices only
+            return ChunkTask(self.asr, self.diarization)(call)
         audio = decode_call_audio(call)
         duration = audio.size / SAMPLE_RATE
-        words = transcribe(audio, self.asr)
-        speakers = diarize(audio, self.diarization)
+        if call.get("chunk_results"):  # a long call whose chunks ran as separate tasks (engines/chunking.py)
+            words, speakers = stitch_chunks(json.loads(call["chunk_results"]))
+        else:
+            words = transcribe(audio, self.asr)
+            speakers = diarize(audio, self.diarization)
         turns = build_turns(words, speakers)
         metrics = conversation_metrics(turns, speakers, duration)
         redacted = redact_turns(turns)

@@ -57,6 +57,11 @@ class ModelSettings(dg.ConfigurableResource):
         description="wav2vec2 windows per forward pass, across the calls of a Spark task. None: 16 on CPU, "
         "chosen from free GPU memory on CUDA (at most 256).",
     )
+    long_call_chunk_s: float | None = Field(
+        default=600.0,
+        description="A call longer than this is cut at silences into chunks of at most this many seconds that run as "
+        "separate Spark tasks and are stitched back (engines/chunking.py); None = every call is one task.",
+    )
     tone_dtype: str | None = Field(
         default=None, description="wav2vec2 precision: float32 | float16 | bfloat16; None = bfloat16 on CUDA, float32 on CPU."
     )
