@@ -50,7 +50,8 @@ class ModelSettings(dg.ConfigurableResource):
     asr_batch_size: int | None = Field(
         default=None,
         description="Whisper chunks (<= 30 s, cut at silences) decoded per batch; 0 = the whole call as one stream. "
-        "None: 0 on CPU (faster there, see README 'Benchmarks'), chosen from free GPU memory on CUDA (at most 64).",
+        "None: 0 on CPU (batched is faster there but less accurate, see README 'Benchmarks'), chosen from free GPU "
+        "memory on CUDA (at most 64).",
     )
     tone_batch_size: int | None = Field(
         default=None,
