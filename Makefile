@@ -40,6 +40,8 @@ $(STAMP): pyproject.toml | system-deps
 	# torchaudio's compiled libs are CUDA builds: remove them so it runs in pure-Python mode.
 	rm -f $$($(BIN)/python -c "import site;print(site.getsitepackages()[0])")/torchaudio/lib/*.so
 	$(BIN)/python -c "import torchaudio, pyannote.audio, faster_whisper, deltalake, pyspark, dagster"
+	# Compile librosa's numba code once into the per-user cache every model worker reads.
+	$(BIN)/callintel warm-cache
 	touch $(STAMP)
 
 # node 20 ships on the reference image; nodejs/npm come from apt only where they are missing.

@@ -35,7 +35,11 @@ from callintel_dagster.assets.segments import valid_segments
 from callintel_dagster.assets.summaries import call_summaries
 from callintel_dagster.assets.tone import tone_model, tone_scores
 from callintel_dagster.assets.transcripts import transcripts
-from callintel_dagster.jobs import call_pipeline_job, reprocess_malformed_job
+from callintel_dagster.jobs import (
+    PIPELINE_EXECUTOR,
+    call_pipeline_job,
+    reprocess_malformed_job,
+)
 from callintel_dagster.resources.alerts import AlertChannels
 from callintel_dagster.resources.blob_store import (
     AzureBlobStore,
@@ -187,6 +191,8 @@ def build_definitions(deployment: str | None = None, resources: dict | None = No
         jobs=[call_pipeline_job, reprocess_malformed_job, forget_call, forget_agent],
         sensors=[new_recordings_sensor],
         resources={**build_resources(deployment), **(resources or {})},
+        # Also for the UI's ad-hoc materializations and backfills (the implicit asset job).
+        executor=PIPELINE_EXECUTOR,
     )
 
 

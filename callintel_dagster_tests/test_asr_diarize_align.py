@@ -204,6 +204,40 @@ def test_asr_speech_segments_keep_absolute_times(sample_audio):
     assert asr.transcribe(sample_audio, asr.AsrConfig(), speech_segments=[]) == []
 
 
+def test_speech_chunks_cut_in_silences_and_never_exceed_whisper_window():
+    spans = [(0.0, 12.0), (13.0, 25.0), (26.0, 40.0), (41.0, 105.0)]
+    chunks = asr.speech_chunks(spans, chunk_s=30.0)
+    assert chunks[0] == (0.0, 25.0) and chunks[1] == (26.0, 40.0)  # 0-40 would exceed 30 s: cut at 25-26
+    assert all(hi - lo <= 30.0 + 1e-9 for lo, hi in chunks)
+    # The 64 s span has no silence: split evenly into three pieces, still covering all of it.
+    assert chunks[-1][1] == 105.0 and sum(hi - lo for lo, hi in chunks[2:]) == pytest.approx(64.0)
+    assert asr.speech_chunks([]) == []
+
+
+def test_batch_size_is_configured_or_unbatched_on_cpu():
+    assert asr.resolved_batch_size(asr.AsrConfig()) == 0
+    assert asr.resolved_batch_size(asr.AsrConfig(batch_size=8)) == 8
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("with_spans", [False, True], ids=["bundled-vad", "vad-spans"])
+def test_batched_asr_on_real_call_keeps_quality_and_absolute_times(sample_audio, with_spans):
+    """The batched pipeline (chunks cut at silences, several per batch): the code path a GPU runs,
+    here on CPU with a small batch."""
+    from callintel_dagster.engines.vad import speech_segments
+
+    spans = speech_segments(sample_audio) if with_spans else None
+    words = asr.transcribe(sample_audio, asr.AsrConfig(batch_size=2), speech_segments=spans)
+    hypothesis = " ".join(word.text for word in words)
+    assert reference.word_error_rate(reference.reference_transcript(), hypothesis) <= 0.30
+    duration = len(sample_audio) / SAMPLE_RATE
+    assert all(0.0 <= w.start <= w.end <= duration + 0.5 for w in words)
+    assert [w.start for w in words] == sorted(w.start for w in words)
+    if spans:
+        chunks = asr.speech_chunks(spans)
+        assert all(any(lo - 0.5 <= w.start and w.end <= hi + 0.5 for lo, hi in chunks) for w in words)
+
+
 @pytest.mark.slow
 def test_diarization_der_on_real_call(speaker_turns, sample_audio):
     rttm = reference.load_rttm()

@@ -17,7 +17,7 @@ import pytest
 from callintel_dagster.tools import bench, cli
 
 SECTIONS = ("machine", "timestamps", "settings", "sample_call", "tone_model", "compliance_flags",
-            "compliance_corpus", "languages", "voices", "throughput")
+            "compliance_corpus", "languages", "voices", "throughput", "executors", "channels", "gpu")
 
 
 def _number(value) -> bool:
@@ -61,6 +61,12 @@ def test_quick_bench_reports_every_section(tmp_path, capsys):
         assert all(_number(row[key]) for key in ("seconds", "real_time_factor", "first_call_seconds", "load_seconds"))
         assert row["real_time_factor"] < 1, f"{stage} must run faster than real time on the sample call"
 
+    start = sample["worker_start"]
+    for stage in bench.SAMPLE_STAGES:
+        assert all(_number(value) for value in start["stages"][stage].values())
+    # The published numba cache spares a fresh worker librosa's compilation (tone and diarization).
+    assert start["warm_cache_load_seconds"] < start["cold_cache_load_seconds"]
+
     tone = report["tone_model"]
     assert tone["held_out_accuracy"] > tone["chance_majority"]
     assert all(_number(tone[key]) for key in ("held_out_macro_f1", "chance_uniform", "voice_cluster_accuracy"))
@@ -84,6 +90,15 @@ def test_quick_bench_reports_every_section(tmp_path, capsys):
         "wall_seconds", "peak_rss_mb", "speedup_vs_pipeline_model_stages", "speedup_vs_pipeline_end_to_end"))
     assert _number(tput["backfill"]["wall_seconds"]) and tput["backfill"]["calls"] == tput["calls"]
 
+    executors = report["executors"]
+    assert set(executors["executors"]) == set(bench.EXECUTORS) and executors["dates"] == tput["dates"]
+    for row in executors["executors"].values():
+        assert len(row["per_date_wall_seconds"]) == len(tput["dates"])
+        assert all(_number(row[key]) and row[key] > 0 for key in (
+            "per_date_total_wall_seconds", "range_wall_seconds", "range_audio_seconds_per_wall_second", "range_model_seconds"))
+        # One run over the range: each model stage ran once, not once per date.
+        assert row["range_model_step_starts"] == dict.fromkeys(bench.MODEL_STEPS, 1)
+
     corpus = report["compliance_corpus"]  # --quick: the test part on its script text only
     assert corpus["corpus_calls"] >= 60 and corpus["split_seed"] and corpus["audio_pipeline"] is None
     assert _number(corpus["script_text"]["macro_f1"]) and _number(corpus["script_text_redaction"]["recall"])
@@ -99,10 +114,10 @@ def test_quick_bench_reports_every_section(tmp_path, capsys):
 
     markdown = (out / "results.md").read_text()
     assert markdown in capsys.readouterr().out
-    for heading in ("## 1.", "## 2.", "## 3.", "## 3b.", "## 3c.", "## 4.", "## 5."):
+    for heading in ("## 1.", "## 2.", "## 3.", "## 3b.", "## 3c.", "## 3d.", "## 4.", "## 4b.", "## 5.", "## 6."):
         assert heading in markdown
     tables = _tables(markdown)
-    assert len(tables) == 11
+    assert len(tables) == 13
     for table in tables:
         assert set(table[1].replace("|", "")) == {"-"}, "second row of a table is its separator"
         assert len({_cells(line) for line in table}) == 1, f"ragged table:\n{chr(10).join(table)}"

@@ -60,3 +60,62 @@ def test_workers_read_the_storage_credentials_as_they_are_now_not_as_the_jvm_sta
     monkeypatch.delenv("AZURE_STORAGE_SAS_TOKEN")
     assert token_seen() == ""
 
+
+_builds = {"n": 0}
+
+
+def _model_task(call: dict) -> dict:
+    from callintel_dagster.engines.model_cache import cached_model
+
+    def build() -> str:
+        _builds["n"] += 1
+        return "model"
+
+    cached_model(("test-shared-model",), build)
+    return {"rows": [{"pid": os.getpid(), "builds": _builds["n"], "numba_cache": os.environ.get("NUMBA_CACHE_DIR", "")}]}
+
+
+def test_stages_share_one_spark_app_whose_workers_keep_their_models(compute):
+    """Two model stages of a run (two Spark jobs on the one session): the second stage's tasks run in
+    the Python workers of the first, which built the shared model once and reuse it."""
+    calls = pd.DataFrame({"call_id": [f"call-{i:08d}" for i in range(4)], "blob_key": ["x"] * 4})
+    first = decode_payloads(compute.map_calls(calls, _model_task, "stage one"))["rows"]
+    application = compute._session().sparkContext.applicationId
+    second = decode_payloads(compute.map_calls(calls, _model_task, "stage two"))["rows"]
+    assert compute._session().sparkContext.applicationId == application
+    assert set(second["pid"]) <= set(first["pid"])
+    assert set(first["builds"]) == {1} and set(second["builds"]) == {1}  # never rebuilt in a worker
+    # Each worker reads numba's cache through its own folder (engines/jit_cache.py).
+    assert first.groupby("pid")["numba_cache"].nunique().eq(1).all() and first["numba_cache"].nunique() == first["pid"].nunique()
+
+
+class _BatchTask:
+    """A task that scores its calls together; the call named 'poison' fails the whole batch."""
+
+    def __init__(self) -> None:
+        self.batches: list[list[str]] = []
+
+    def __call__(self, call: dict) -> dict:
+        if call["call_id"] == "poison":
+            raise RuntimeError("poisoned call")
+        return {"rows": [{"alone": True}]}
+
+    def run_batch(self, calls: list[dict]) -> list:
+        self.batches.append([call["call_id"] for call in calls])
+        if any(call["call_id"] == "poison" for call in calls):
+            raise MemoryError("the batch as a whole failed")
+        return [ValueError("undecodable") if call["call_id"] == "bad" else {"rows": [{"alone": False}]} for call in calls]
+
+
+def test_batch_tasks_get_their_calls_together_and_failures_stay_per_call():
+    from callintel_dagster.resources.compute import run_call_tasks
+
+    task = _BatchTask()
+    rows = run_call_tasks(task, [{"call_id": "a"}, {"call_id": "bad"}, {"call_id": "b"}])
+    assert task.batches == [["a", "bad", "b"]]
+    assert [row["status"] for row in rows] == ["ok", "error", "ok"]
+    assert "ValueError: undecodable" in rows[1]["error"] and '"alone": false' in rows[0]["payload"]
+    # A batch that fails as a whole is retried call by call: only the culprit fails.
+    rows = run_call_tasks(task, [{"call_id": "a"}, {"call_id": "poison"}])
+    assert [row["status"] for row in rows] == ["ok", "error"] and '"alone": true' in rows[0]["payload"]
+    assert "RuntimeError: poisoned call" in rows[1]["error"]

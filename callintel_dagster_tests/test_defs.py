@@ -56,6 +56,13 @@ def test_graph_jobs_sensor_and_checks():
     assert all(dg.AssetCheckKey(key, "schema_contract") in check_keys for key in graph.get_all_asset_keys() - without_table)
 
 
+def test_pipeline_and_ui_materializations_run_in_one_process_so_model_stages_share_one_spark():
+    """Under the multiprocess executor every step started its own Spark JVM (README "Benchmarks")."""
+    defs = build_definitions("local")
+    assert defs.resolve_job_def("call_pipeline_job").executor_def.name == "in_process"
+    assert defs.resolve_implicit_global_asset_job_def().executor_def.name == "in_process"
+
+
 def test_dashboard_history_is_declared_as_a_partition_mapping():
     graph = build_definitions("local").resolve_asset_graph()
     dashboard = graph.get(dg.AssetKey("insights_dashboard"))

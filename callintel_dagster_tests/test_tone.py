@@ -3,6 +3,7 @@ tmp), embedded backend trained on the real EmoFilm clips, and call-level aggrega
 
 from __future__ import annotations
 
+import json
 import math
 
 import numpy as np
@@ -204,3 +205,46 @@ def test_load_rejects_a_model_file_that_does_not_match_its_card(tmp_path):
     (model_dir / "tone_model.joblib").write_bytes(b"not the model")
     with pytest.raises(ValueError, match="sha256"):
         tone_training.load_tone_model(model_dir)
+
+
+def test_windows_of_several_calls_batched_together_match_each_call_alone(tiny_wav2vec2_dir):
+    """Cross-call batches (sorted by length, so one batch mixes calls) give every call the scores it
+    gets alone, in its own frame and order; bf16 (CUDA's default) runs the same path on CPU."""
+    calls = [
+        (_call_audio(7.0, seed=3), [(0.0, 2.5), (3.0, 6.9)]),
+        (_call_audio(3.0, seed=4), [(0.2, 0.4)]),  # nothing scorable: an empty frame in its place
+        (_call_audio(11.0, seed=5), [(0.5, 1.4), (2.0, 10.5)]),
+    ]
+    fp32 = tone.ToneConfig(backend="wav2vec2", model_path=tiny_wav2vec2_dir, max_segment_s=2.0, batch_size=3)
+    together = tone.score_calls(calls, fp32)
+    alone = [tone.score_segments(audio, segments, fp32) for audio, segments in calls]
+    assert [len(frame) for frame in together] == [2, 0, 2]
+    for joint, single in zip(together, alone, strict=True):
+        pd.testing.assert_frame_equal(joint.drop(columns=list(tone.PROB_COLUMNS)), single.drop(columns=list(tone.PROB_COLUMNS)))
+        np.testing.assert_allclose(joint[list(tone.PROB_COLUMNS)], single[list(tone.PROB_COLUMNS)], atol=1e-5)
+
+    bf16 = tone.score_calls(calls, tone.ToneConfig(backend="wav2vec2", model_path=tiny_wav2vec2_dir, max_segment_s=2.0, dtype="bfloat16"))
+    for half, full in zip(bf16, together, strict=True):
+        if len(full):
+            _assert_valid_frame(half)
+            np.testing.assert_allclose(half[list(tone.PROB_COLUMNS)], full[list(tone.PROB_COLUMNS)], atol=0.05)
+
+
+def test_tone_task_batch_isolates_a_call_that_cannot_be_decoded(tiny_wav2vec2_dir, tmp_path):
+    import soundfile
+
+    from callintel_dagster.engines.audio import sha256_of
+
+    calls = []
+    for index, seconds in enumerate((4.0, 6.0)):
+        path = tmp_path / f"call{index}.wav"
+        soundfile.write(path, _call_audio(seconds, seed=index), SAMPLE_RATE, subtype="PCM_16")
+        calls.append({"call_id": f"c{index}", "audio_path": str(path), "size_bytes": path.stat().st_size,
+                      "checksum_sha256": sha256_of(path), "duration_s": seconds,
+                      "speech_segments": json.dumps([[0.1, seconds - 0.1]])})
+    vanished = {**calls[0], "call_id": "gone", "audio_path": str(tmp_path / "missing.wav")}
+    task = tone.ToneTask(tone.ToneConfig(backend="wav2vec2", model_path=tiny_wav2vec2_dir))
+    first, missing, second = task.run_batch([calls[0], vanished, calls[1]])
+    assert isinstance(missing, FileNotFoundError)
+    assert first == task(calls[0]) and second == task(calls[1])
+    assert len(first["tone_scores"]) == 1 and first["call_tone"][0]["n_segments"] == 1

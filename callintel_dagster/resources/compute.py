@@ -22,9 +22,11 @@ from callintel_dagster.engines.spark_calls import (
     CallTask,
     map_calls_on_spark,
     run_call_task,
+    run_call_tasks,
 )
 
-__all__ = ["RESULT_COLUMNS", "CallCompute", "CallTask", "LocalSparkCompute", "decode_payloads", "run_call_task"]
+__all__ = ["RESULT_COLUMNS", "CallCompute", "CallTask", "LocalSparkCompute", "decode_payloads", "run_call_task",
+           "run_call_tasks"]
 
 
 class CallCompute(dg.ConfigurableResource, abc.ABC):
@@ -51,7 +53,11 @@ class LocalSparkCompute(CallCompute):
     def _session(self):
         from pyspark.sql import SparkSession
 
+        from callintel_dagster.engines.jit_cache import ensure_published_cache
+
         with _session_lock:
+            # Built once per user and library versions; every Python worker then starts warm.
+            ensure_published_cache()
             os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
             os.environ.setdefault("PYSPARK_DRIVER_PYTHON", sys.executable)
             return (

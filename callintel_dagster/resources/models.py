@@ -68,6 +68,25 @@ class ModelSettings(dg.ConfigurableResource):
         default=None, description="wav2vec2 checkpoint dir, or where the embedded model lives (default <models_root>/tone)."
     )
     tone_window_s: float = Field(default=4.0, description="Speech is scored in windows of at most this many seconds.")
+    asr_batch_size: int | None = Field(
+        default=None,
+        description="Whisper chunks (<= 30 s, cut at silences) decoded per batch; 0 = the whole call as one stream. "
+        "None: 0 on CPU (batched is faster there but less accurate, see README 'Benchmarks'), chosen from free GPU "
+        "memory on CUDA (at most 64).",
+    )
+    tone_batch_size: int | None = Field(
+        default=None,
+        description="wav2vec2 windows per forward pass, across the calls of a Spark task. None: 16 on CPU, "
+        "chosen from free GPU memory on CUDA (at most 256).",
+    )
+    long_call_chunk_s: float | None = Field(
+        default=600.0,
+        description="A call longer than this is cut at silences into chunks of at most this many seconds that run as "
+        "separate Spark tasks and are stitched back (engines/chunking.py); None = every call is one task.",
+    )
+    tone_dtype: str | None = Field(
+        default=None, description="wav2vec2 precision: float32 | float16 | bfloat16; None = bfloat16 on CUDA, float32 on CPU."
+    )
     models_root: str = Field(
         default="data/models",
         description="Folder for models this project trains (tone_model) or assembles (the multilingual Whisper base).")
@@ -80,7 +99,10 @@ class ModelSettings(dg.ConfigurableResource):
     def tone_config(self) -> ToneConfig:
         if self.tone_backend == "embedded":
             return ToneConfig(backend="embedded", model_path=self.embedded_tone_dir())
-        return ToneConfig(backend="wav2vec2", model_path=self.tone_model_path, device=self.device)
+        return ToneConfig(
+            backend="wav2vec2", model_path=self.tone_model_path, device=self.device,
+            batch_size=self.tone_batch_size, dtype=self.tone_dtype,
+        )
 
     def transcript_task(self, audio: AudioSettings | None = None) -> TranscriptTask:
         """The transcript task; `audio` gives split-stereo calls the channel map and VAD settings."""
@@ -92,12 +114,8 @@ class ModelSettings(dg.ConfigurableResource):
         )
 
     def asr_config(self) -> AsrConfig:
-        from pathlib import Path
-
         return AsrConfig(
-            model=self.whisper_model, device=self.device, beam_size=self.whisper_beam_size,
-            languages=self.languages, multilingual_model=self.multilingual_whisper_model,
-            models_dir=str(Path(self.models_root).resolve()),
+            model=self.whisper_model, device=self.device, beam_size=self.whisper_beam_size, batch_size=self.asr_batch_size
         )
 
     def diarization_config(self) -> DiarizationConfig:

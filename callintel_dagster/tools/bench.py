@@ -6,7 +6,8 @@ each other (a WER from one machine next to a throughput from another would mean 
 1. **Quality on the one real call** (the pyannote.audio sample): Whisper WER against its STM, DER
    against its RTTM, and the real-time factor of each stage with the models already loaded. The
    first call of each stage is timed apart: its extra time is the model load (plus lazy imports),
-   which a long-running worker pays once, not per call.
+   which a long-running worker pays once, not per call. A fresh worker process's first call is
+   timed with an empty and with the published numba cache (`engines/jit_cache.py`).
 2. **Tone model**: the held-out scores of its model card (the model is trained first if no card
    made by the current code is stored, exactly as the `tone_model` asset would).
 3. **Compliance flags vs ground truth** on the scripted demo calls (a smoke test: the scripts use the
@@ -19,10 +20,14 @@ each other (a WER from one machine next to a throughput from another would mean 
 4. **Throughput end to end**: `call_pipeline_job` over the demo dates, with real Spark tasks and
    real Delta tables in a temporary data folder, against a plain per-file loop over the same calls
    with the same engine functions. The pipeline is not guaranteed to win on a small machine; the
-   report says where its time goes instead of hiding it.
+   report says where its time goes instead of hiding it. 4b runs the same job the way the daemon
+   does (a fresh process per run, the job's executor), per date and as one range run, under the
+   project's executor and under Dagster's default multiprocess executor.
 5. **Channels**: layout check, role accuracy and DER of the per-channel path on generated
    split-stereo and mono-in-stereo test calls (``tools/channel_eval``).
-6. **Machine**: cores, memory, thread settings and library versions, with timestamps.
+6. **GPU paths** (`tools/gpu_bench.py`; skipped without CUDA): tone and batched ASR throughput with
+   random-weight models of the production shapes; `callintel bench --gpu` runs only this section.
+7. **Machine**: cores, memory, thread settings and library versions, with timestamps.
 
 Results go to `bench/results.json` and `bench/results.md`; the markdown is also printed.
 """
@@ -31,6 +36,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import datetime as dt
 import importlib.metadata
 import json
@@ -44,7 +50,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from callintel_dagster.tools import channel_eval, compliance_eval, voice_eval
+from callintel_dagster.tools import channel_eval, compliance_eval, gpu_bench, voice_eval
 from callintel_dagster.tools.demo_calls import DEMO_DATES
 from callintel_dagster.tools.report_format import fmt, prf
 
@@ -62,6 +68,8 @@ FULL_REPEATS = 3
 
 def main(args: argparse.Namespace) -> int:
     """Run every section, write `results.json` + `results.md` into `args.output_dir`, print the md."""
+    if args.gpu:
+        return gpu_main(args)
     started_at = _now()
     started = time.perf_counter()
     minutes = QUICK_MINUTES if args.quick and args.minutes is None else (args.minutes or 8.0)
@@ -73,8 +81,11 @@ def main(args: argparse.Namespace) -> int:
     tone = tone_model_section(models_root / "tone")
     _progress(f"sample call: cold run + {repeats} warm run(s) per stage")
     sample = sample_call_section(str(models_root / "tone"), repeats)
+    _progress("fresh worker processes: first call with an empty and with the published numba cache")
+    sample["worker_start"] = worker_start_section(str(models_root / "tone"), sample)
     with tempfile.TemporaryDirectory(prefix="callintel-bench-") as work:
         throughput, truth, predicted = throughput_section(Path(work), models_root, minutes)
+        executors = executor_section(Path(work), models_root, throughput["dates"], throughput["audio_minutes"] * 60)
     _progress("scoring compliance flags against ground truth")
     flags = compliance_section(truth, predicted)
     _progress("evaluation corpus: test part on script text" + ("" if args.quick else " and through the pipeline"))
@@ -92,6 +103,9 @@ def main(args: argparse.Namespace) -> int:
     _progress("voices: speaker count on three-voice test calls, agent voice enrollment" + (" (skipped)" if args.quick else ""))
     with tempfile.TemporaryDirectory(prefix="callintel-voices-") as work:
         voices = voice_eval.voices_section(Path(work), quick=args.quick)
+    _progress("GPU paths (skipped without CUDA)")
+    with tempfile.TemporaryDirectory(prefix="callintel-gpu-") as work:
+        gpu = gpu_bench.gpu_section(Path(work))
 
     report = {
         "machine": machine_info(),
@@ -109,6 +123,8 @@ def main(args: argparse.Namespace) -> int:
         "voices": voices,
         "throughput": throughput,
         "channels": channels,
+        "executors": executors,
+        "gpu": gpu,
     }
     output_dir.mkdir(parents=True, exist_ok=True)
     markdown = render_markdown(report)
@@ -116,6 +132,25 @@ def main(args: argparse.Namespace) -> int:
     (output_dir / "results.md").write_text(markdown)
     print(markdown, flush=True)
     _progress(f"wrote {output_dir / 'results.json'} and {output_dir / 'results.md'}")
+    return 0
+
+
+def gpu_main(args: argparse.Namespace) -> int:
+    """`callintel bench --gpu`: only the GPU section, into `gpu_results.json` / `gpu_results.md`."""
+    output_dir = (args.output_dir or Path("bench")).resolve()
+    settings = gpu_bench.GpuBenchSettings(device=args.gpu_device)
+    if args.gpu_device == "cpu":  # the same code on tiny shapes, to check the path without a GPU
+        settings = dataclasses.replace(settings, calls=3, call_minutes=0.5, tone_shape="tiny", asr_shape="tiny",
+                                       asr_minutes=1.0, asr_batch_sizes=(1, 4), max_new_tokens=8)
+    report = {"machine": machine_info(), "started_at": _now()}
+    with tempfile.TemporaryDirectory(prefix="callintel-gpu-") as work:
+        report["gpu"] = gpu_bench.gpu_section(Path(work), settings)
+    report["finished_at"] = _now()
+    output_dir.mkdir(parents=True, exist_ok=True)
+    markdown = "\n".join(gpu_bench.render_markdown(report["gpu"]))
+    (output_dir / "gpu_results.json").write_text(json.dumps(report, indent=2, default=_json_default))
+    (output_dir / "gpu_results.md").write_text(markdown)
+    print(markdown, flush=True)
     return 0
 
 
@@ -189,6 +224,56 @@ def _sample_pass(path: Path, tone_dir: str) -> tuple[dict[str, float], dict[str,
         score_segments(audio, tone_windows(speech, models.tone_window_s), tone_config)
     outputs = {"audio_s": audio.size / SAMPLE_RATE, "hypothesis": " ".join(w.text for w in words), "turns": turns}
     return times, outputs
+
+
+def worker_start_section(tone_dir: str, sample: dict[str, Any]) -> dict[str, Any]:
+    """The first call of a fresh worker process (a new Spark Python worker), per stage, with an empty
+    numba cache (what every process paid before `engines/jit_cache.py`) and with the published one.
+    `model_load_seconds` is the first call minus section 1's warm median: model builds, lazy imports
+    and JIT compilation."""
+    from callintel_dagster.engines.jit_cache import ROOT_ENV, ensure_published_cache
+
+    started = time.perf_counter()
+    ensure_published_cache()
+    build_s = time.perf_counter() - started
+    with tempfile.TemporaryDirectory(prefix="callintel-cold-jit-") as empty:
+        cold = _fresh_process_first_call(tone_dir, {ROOT_ENV: empty})
+    warm = _fresh_process_first_call(tone_dir, {})
+    stages = {}
+    for stage in SAMPLE_STAGES:
+        steady = sample["stages"][stage]["seconds"]
+        stages[stage] = {
+            "cold_cache_first_call_seconds": round(cold["stages"][stage], 3),
+            "warm_cache_first_call_seconds": round(warm["stages"][stage], 3),
+            "cold_cache_load_seconds": round(max(0.0, cold["stages"][stage] - steady), 3),
+            "warm_cache_load_seconds": round(max(0.0, warm["stages"][stage] - steady), 3),
+        }
+    return {
+        "stages": stages,
+        "cold_cache_load_seconds": round(sum(row["cold_cache_load_seconds"] for row in stages.values()), 3),
+        "warm_cache_load_seconds": round(sum(row["warm_cache_load_seconds"] for row in stages.values()), 3),
+        "cold_cache_process_seconds": cold["process_seconds"],
+        "warm_cache_process_seconds": warm["process_seconds"],
+        "cache_check_or_build_seconds": round(build_s, 2),
+    }
+
+
+def _fresh_process_first_call(tone_dir: str, env: dict[str, str]) -> dict[str, Any]:
+    """One `_sample_pass` in a new interpreter (its own imports, models and numba cache folder)."""
+    import subprocess
+    import sys
+
+    code = (
+        "import json, sys; from pathlib import Path; "
+        "from callintel_dagster.engines.reference import sample_call_path; "
+        "from callintel_dagster.tools.bench import _sample_pass; "
+        "times, _ = _sample_pass(sample_call_path(), sys.argv[1]); print(json.dumps(times))"
+    )
+    started = time.perf_counter()
+    done = subprocess.run([sys.executable, "-c", code, tone_dir], env={**os.environ, **env},
+                          capture_output=True, text=True, check=True)
+    return {"stages": json.loads(done.stdout.strip().splitlines()[-1]),
+            "process_seconds": round(time.perf_counter() - started, 2)}
 
 
 def _pipeline_configs(tone_dir: str):
@@ -368,6 +453,116 @@ def throughput_section(work: Path, models_root: Path, minutes: float) -> tuple[d
         },
     }
     return section, truth, predicted
+
+
+# --- 4b. the pipeline the way users run it ------------------------------------------------------------
+
+# name in the report -> module-level factory of the job (reconstructable: step subprocesses load it).
+EXECUTORS = {"project executor (in-process)": "project_pipeline_job", "multiprocess (Dagster default)": "multiprocess_pipeline_job"}
+MODEL_STEPS = ("transcripts", "tone_scores", "call_characteristics")
+
+
+def project_pipeline_job():
+    """`call_pipeline_job` as the code location defines it (resources from the environment)."""
+    from callintel_dagster.definitions import build_definitions
+
+    return build_definitions().resolve_job_def("call_pipeline_job")
+
+
+def multiprocess_pipeline_job():
+    """The same job under Dagster's default multiprocess executor, as `make dev` ran it before
+    `jobs.PIPELINE_EXECUTOR`: every step its own process, every model stage its own Spark JVM."""
+    import dagster as dg
+
+    from callintel_dagster.definitions import ASSETS, build_resources
+    from callintel_dagster.partitions import call_date_partitions
+
+    job = dg.define_asset_job("call_pipeline_job", selection=dg.AssetSelection.all(),
+                              partitions_def=call_date_partitions, executor_def=dg.multiprocess_executor)
+    return dg.Definitions(assets=ASSETS, jobs=[job], resources=build_resources("local")).resolve_job_def(job.name)
+
+
+def executor_section(work: Path, models_root: Path, dates: list[str], audio_s: float) -> dict[str, Any]:
+    """`call_pipeline_job` launched the way the daemon launches it: each run in a fresh process,
+    through `execute_job` on a persistent DagsterInstance, under the job's own executor. Each date as
+    its own run (sensor runs), then the whole range as one run (a UI backfill: single-run policy).
+    Both under the project's executor and under Dagster's default multiprocess executor. Every
+    measurement starts from an empty lakehouse, so no call is skipped as unchanged."""
+    from dagster._core.storage.tags import (
+        ASSET_PARTITION_RANGE_END_TAG,
+        ASSET_PARTITION_RANGE_START_TAG,
+    )
+
+    section: dict[str, Any] = {"audio_minutes": round(audio_s / 60, 2), "dates": dates, "executors": {}}
+    for name, factory in EXECUTORS.items():
+        _progress(f"as users run it, {name}: {len(dates)} per-date run(s), then one range run")
+        per_date = [_fresh_process_run(work / f"{factory}-per-date", work / "blobs", models_root, factory,
+                                       {"dagster/partition": day}) for day in dates]
+        ranged = _fresh_process_run(work / f"{factory}-range", work / "blobs", models_root, factory,
+                                    {ASSET_PARTITION_RANGE_START_TAG: dates[0], ASSET_PARTITION_RANGE_END_TAG: dates[-1]})
+        per_date_wall = sum(run["process_seconds"] for run in per_date)
+        section["executors"][name] = {
+            "per_date_wall_seconds": [run["process_seconds"] for run in per_date],
+            "per_date_total_wall_seconds": round(per_date_wall, 2),
+            "per_date_audio_seconds_per_wall_second": round(audio_s / per_date_wall, 3),
+            "range_wall_seconds": ranged["process_seconds"],
+            "range_audio_seconds_per_wall_second": round(audio_s / ranged["process_seconds"], 3),
+            "range_model_step_starts": ranged["model_step_starts"],
+            "range_model_seconds": ranged["model_seconds"],
+        }
+    return section
+
+
+def _fresh_process_run(root: Path, blob_root: Path, models_root: Path, factory: str, tags: dict[str, str]) -> dict:
+    """One run of the job from `factory` in a new interpreter, with a data folder of its own under
+    `root` (the recordings and the stored tone model are shared); the wall includes its start-up."""
+    import subprocess
+    import sys
+
+    home = root / "dagster_home"
+    home.mkdir(parents=True, exist_ok=True)
+    (root / "models").unlink(missing_ok=True)
+    (root / "models").symlink_to(models_root, target_is_directory=True)
+    # The local profile with the rules engine and no alert channel, whatever this shell has set.
+    env = {name: value for name, value in os.environ.items() if not name.startswith((
+        "CALLINTEL_LLM_", "CALLINTEL_ALERT_", "CALLINTEL_AZURE_", "CALLINTEL_DEPLOYMENT", "CALLINTEL_LAKEHOUSE_ROOT",
+        "CALLINTEL_CATEGORIES_FILE", "CALLINTEL_DASHBOARD_URL"))}
+    env |= {"CALLINTEL_DATA_ROOT": str(root), "CALLINTEL_BLOB_ROOT": str(blob_root), "DAGSTER_HOME": str(home)}
+    code = ("import json, sys; from callintel_dagster.tools.bench import run_pipeline_once; "
+            "print(json.dumps(run_pipeline_once(sys.argv[1], json.loads(sys.argv[2]))))")
+    started = time.perf_counter()
+    done = subprocess.run([sys.executable, "-c", code, factory, json.dumps(tags)], env=env, capture_output=True, text=True)
+    wall = time.perf_counter() - started
+    if done.returncode != 0:
+        raise RuntimeError(f"{factory} {tags} failed: {done.stderr[-3000:]}")
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    if not result["success"]:
+        raise RuntimeError(f"{factory} {tags} failed: {result['failure']}")
+    _progress(f"{factory} {tags}: {wall:.1f} s")
+    return result | {"process_seconds": round(wall, 2)}
+
+
+def run_pipeline_once(factory: str, tags: dict[str, str]) -> dict[str, Any]:
+    """Inside the fresh process: `execute_job` of the reconstructable job on `$DAGSTER_HOME`'s instance."""
+    import dagster as dg
+    from dagster import DagsterEventType
+
+    from callintel_dagster.tools import bench
+
+    with dg.DagsterInstance.get() as instance:
+        result = dg.execute_job(dg.reconstructable(getattr(bench, factory)), instance=instance, tags=tags)
+        starts = [entry.dagster_event.step_key for entry in instance.all_logs(result.run_id, of_type=DagsterEventType.STEP_START)]
+        model_seconds = sum(
+            float(event.materialization.metadata["model_seconds"].value)
+            for event in result.get_asset_materialization_events()
+            if "model_seconds" in event.materialization.metadata
+        )
+        return {
+            "success": result.success,
+            "failure": None if result.success else _failure(instance, result.run_id),
+            "model_step_starts": {step: starts.count(step) for step in MODEL_STEPS},
+            "model_seconds": round(model_seconds, 2),
+        }
 
 
 def prepare_bench_calls(blob_root: Path, minutes: float) -> list[str]:
@@ -613,6 +808,18 @@ def render_markdown(report: dict[str, Any]) -> str:
           f"{fmt(row['first_call_seconds'])} | {fmt(row['load_seconds'])} |" for stage, row in sample["stages"].items()),
         f"| **all** | {fmt(sample['total_seconds'])} | {fmt(sample['total_real_time_factor'])} | | |",
         "",
+        "First call in a fresh worker process (a new Spark Python worker), with an empty numba cache "
+        "(every worker before the persistent cache) and with the published one; load = first call − warm median.",
+        "",
+        "| stage | first call s, empty cache | first call s, published cache | load s, empty | load s, published |",
+        "|---|---|---|---|---|",
+        *(f"| {stage} | {fmt(row['cold_cache_first_call_seconds'])} | {fmt(row['warm_cache_first_call_seconds'])} | "
+          f"{fmt(row['cold_cache_load_seconds'])} | {fmt(row['warm_cache_load_seconds'])} |"
+          for stage, row in sample["worker_start"]["stages"].items()),
+        f"| **all** (process wall s: {fmt(sample['worker_start']['cold_cache_process_seconds'])} / "
+        f"{fmt(sample['worker_start']['warm_cache_process_seconds'])}) | | | "
+        f"{fmt(sample['worker_start']['cold_cache_load_seconds'])} | {fmt(sample['worker_start']['warm_cache_load_seconds'])} |",
+        "",
         "## 2. Tone model (held-out EmoFilm scenes)",
         "",
         "| metric | value |",
@@ -670,9 +877,33 @@ def render_markdown(report: dict[str, Any]) -> str:
         "plain loop was faster: see the per-date walls (the first date pays Spark start-up and the worker "
         "model loads) and the gap between a stage's wall and its Spark wall (Delta MERGE, schema checks).",
         "",
+        *_executor_markdown(report["executors"], base["wall_seconds"]),
         *channel_eval.render_markdown(report["channels"]),
+        *gpu_bench.render_markdown(report["gpu"]),
     ]
     return "\n".join(lines)
+
+
+def _executor_markdown(section: dict[str, Any], loop_wall: float) -> list[str]:
+    dates = section["dates"]
+    return [
+        f"## 4b. The way users run it ({section['audio_minutes']} min of audio, {len(dates)} date(s))",
+        "",
+        "Each run in a fresh process through `execute_job` on a persistent instance, as the daemon launches "
+        "sensor runs and backfills; wall includes the process start. Range = the dates as one run (a UI "
+        "backfill under the single-run policy). Every run starts from an empty lakehouse.",
+        "",
+        "| executor | per-date runs, wall s | audio s / wall s | vs loop | range run, wall s | audio s / wall s | vs loop "
+        "| model step runs in the range run |",
+        "|---|---|---|---|---|---|---|---|",
+        *(f"| {name} | {fmt(row['per_date_total_wall_seconds'])} ({', '.join(fmt(w) for w in row['per_date_wall_seconds'])}) "
+          f"| {fmt(row['per_date_audio_seconds_per_wall_second'])} | {fmt(round(loop_wall / row['per_date_total_wall_seconds'], 3))}× "
+          f"| {fmt(row['range_wall_seconds'])} | {fmt(row['range_audio_seconds_per_wall_second'])} "
+          f"| {fmt(round(loop_wall / row['range_wall_seconds'], 3))}× "
+          f"| {', '.join(f'{step} {n}' for step, n in row['range_model_step_starts'].items())} |"
+          for name, row in section["executors"].items()),
+        "",
+    ]
 
 
 

@@ -1,7 +1,7 @@
 """`callintel` command: prepare the demo, run it, and print where everything landed.
 
 `make demo` calls `callintel demo`; `make dev` calls `callintel prepare-home` before `dagster dev`;
-`make bench` calls `callintel bench`.
+`make bench` calls `callintel bench`; `make install` calls `callintel warm-cache`.
 """
 
 from __future__ import annotations
@@ -111,11 +111,14 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("demo", help="prepare demo recordings, materialize every asset, print a summary")
     sub.add_parser("prepare-home", help="create DAGSTER_HOME under the data dir with the project's dagster.yaml")
+    sub.add_parser("warm-cache", help="build the persistent numba cache the model workers read (once per user and library versions)")
     sub.add_parser("powerbi", help="render powerbi/ (Power BI project, Databricks SQL views) from star_schema.py")
     bench = sub.add_parser("bench", help="measure quality and throughput in one run; writes bench/results.{json,md}")
     bench.add_argument("--minutes", type=float, default=None, help="demo audio to process for throughput (default 8)")
     bench.add_argument("--quick", action="store_true", help="tiny setting (about 1 min of audio, 1 warm run) for tests")
     bench.add_argument("--output-dir", type=Path, default=None, help="where results.json/.md go (default bench/)")
+    bench.add_argument("--gpu", action="store_true", help="only the GPU section (random-weight models): gpu_results.{json,md}")
+    bench.add_argument("--gpu-device", default="cuda", help="with --gpu: cuda (default), or cpu for tiny shapes on the same code path")
     args = parser.parse_args(argv)
     data_dir = args.data_dir.resolve()
     if args.command == "demo":
@@ -125,6 +128,11 @@ def main(argv: list[str] | None = None) -> int:
 
         for path in write_project(Path("powerbi")):
             print(path)
+        return 0
+    if args.command == "warm-cache":
+        from callintel_dagster.engines.jit_cache import ensure_published_cache
+
+        print(ensure_published_cache())
         return 0
     if args.command == "bench":
         from callintel_dagster.tools.bench import main as run_bench
