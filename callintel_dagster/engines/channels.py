@@ -71,6 +71,8 @@ _FLOOR_DB = -120.0
 # A stretch of a channel's speech shorter than this, between frames of the other party's echo, is echo.
 MIN_OWN_SPEECH_S = 0.25
 MIN_SPEAKING_S = 0.1
+# Frames this coherent between the channels hold the same signal twice.
+ECHO_COHERENCE = 0.5
 # A word Whisper puts where its channel's VAD heard nothing is noise it read as speech.
 WORD_SPEECH_SLACK_S = 0.2
 
@@ -179,17 +181,30 @@ def channel_turns(speech_by_channel: Sequence[Sequence[Span]]) -> list[SpeakerTu
     return sorted(turns, key=lambda t: (t.start, t.end, t.speaker))
 
 
-def own_speech(speech_by_channel: Sequence[Sequence[Span]], levels: np.ndarray,
+def frame_coherence(channels: np.ndarray, sample_rate: int) -> np.ndarray:
+    """Per 50 ms frame, |normalized correlation| of the two channels at lag 0: near 1 where one
+    channel holds a copy of the other (echo, bleed), near 0 for two independent voices."""
+    size = int(round(FRAME_S * sample_rate))
+    whole = channels.shape[1] // size * size
+    left, right = (channels[i, :whole].astype(np.float64).reshape(-1, size) for i in range(2))
+    energy = np.sqrt(np.sum(left ** 2, axis=1) * np.sum(right ** 2, axis=1))
+    return np.abs(np.sum(left * right, axis=1)) / np.maximum(energy, 1e-12)
+
+
+def own_speech(speech_by_channel: Sequence[Sequence[Span]], channels: np.ndarray, sample_rate: int,
                min_speech_s: float = MIN_OWN_SPEECH_S) -> list[list[Span]]:
-    """Each channel's VAD speech minus the frames where the other channel dominates it by
-    `DOMINANCE_DB`: there the channel carries the other party's echo (bleed), which VAD hears as
-    speech too. Both parties talking at once keep both channels (neither dominates), so overlap
-    stays measured. Pieces shorter than `min_speech_s` left by the cut are dropped, and so are
-    pieces with less than `MIN_SPEAKING_S` of the channel's own speech in them."""
-    relative = _relative(levels)
+    """Each channel's VAD speech (of `channels`, shape (2, n)) minus its echo: the frames where the
+    other channel leads it by `DOMINANCE_DB` *and* the two are coherent (`ECHO_COHERENCE`), i.e. it
+    carries a copy of the other party (bleed), which VAD hears as speech too. A quiet voice under
+    a loud one is not a copy, so both parties talking at once keep both channels and overlap stays
+    measured. Pieces shorter than `min_speech_s` left by the cut are dropped, and so are pieces
+    with less than `MIN_SPEAKING_S` of the channel's own speech in them. Coherence is taken at lag 0:
+    the echo a recorder mixes in at once; an acoustic echo delayed by milliseconds is not cut."""
+    relative = _relative(frame_levels(channels, sample_rate))
+    copies = frame_coherence(channels, sample_rate) >= ECHO_COHERENCE
     own = []
     for index, spans in enumerate(speech_by_channel):
-        dominated = relative[1 - index] - relative[index] >= DOMINANCE_DB
+        dominated = (relative[1 - index] - relative[index] >= DOMINANCE_DB) & copies
         # Frames where this channel itself speaks: near its speech level and not drowned by the other.
         speaking = (relative[index] >= ACTIVE_DB) & ~dominated
         kept = []

@@ -27,7 +27,6 @@ from callintel_dagster.engines.channels import (
     CHANNEL_NAMES,
     channel_roles,
     channel_turns,
-    frame_levels,
     own_speech,
     words_in_speech,
 )
@@ -100,7 +99,7 @@ class TranscriptTask:
         """The split-stereo path: (mono mix for the redacted copy, words of both channels, each
         channel's speech as its speaker's turns, transcript turns with the channel map's roles)."""
         stereo = decode_call_audio(call, channels=len(CHANNEL_NAMES))
-        speech = own_speech([speech_segments(channel, self.vad) for channel in stereo], frame_levels(stereo, SAMPLE_RATE))
+        speech = own_speech([speech_segments(channel, self.vad) for channel in stereo], stereo, SAMPLE_RATE)
         words, labels = [], []
         for name, channel, regions in zip(CHANNEL_NAMES, stereo, speech):
             heard = words_in_speech(transcribe(channel, self.asr), regions)
