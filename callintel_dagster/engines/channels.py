@@ -14,22 +14,24 @@ apart by the **energy-activity check**:
    frame a channel *dominates* when its relative level exceeds the other's by `DOMINANCE_DB`.
 3. The **separation** is the smaller of the two channels' shares of active frames they dominate.
    Two parties taking turns give each channel its turns (separation near each one's share of the
-   talk, e.g. 0.3-0.5); copies of one mix give neither channel a lead (separation ~0); a silent
-   channel never dominates (0). Echo / bleed of the other party, 10-20 dB down, still leaves the
-   speaking channel dominant.
+   talk, e.g. 0.3-0.5); copies of one mix give neither channel a lead (separation ~0). A channel
+   whose speech level is less than `SPEECH_RANGE_DB` above its quiet frames carries no speech, only
+   steady hiss, and the separation is 0. Echo / bleed of the other party, 10-20 dB down, still
+   leaves the speaking channel dominant.
 
 A two-channel call is `split_stereo` when the separation reaches `SPLIT_MIN_SEPARATION`, chosen on
-generated dev calls (`tools/demo_calls.py` layouts, `make bench` section "Channels" reports the
-test calls): the dev split-stereo calls, with bleed from none to -10 dB, scored 0.19-0.45;
-mono-in-stereo copies (equal gain, gain offsets, independent line noise per channel, one channel
-silent) scored at most 0.003. The threshold sits between, at 0.05, leaving room for a customer who
-talks for a twentieth of the call. Files of more than two channels are `multichannel` and, like
+generated dev calls (the dev part of the evaluation corpus recorded in the layouts of
+`tools/channel_eval.VARIANTS`; `make bench` section "Channels" recomputes them and scores the test
+calls): the 24 dev split-stereo calls, with echo from none to -10 dB, scored 0.32-0.48; the 18
+mono-in-stereo ones (equal-gain copies, -6 dB copies, one channel hiss only, each channel with its
+own hiss) scored 0.000. The threshold sits at 0.05: far above the copies, and low enough for a
+customer who talks for a twentieth of the call. Files of more than two channels are `multichannel` and, like
 mono and mono-in-stereo files, go through diarization of the mix.
 
 For a `split_stereo` call, `TranscriptTask` VADs and transcribes each channel on its own and takes
-the roles from the channel map (`agent_channel`, default left): each channel's speech regions
-become that channel's speaker turns, so talk time, overlap and interruptions are measured from the
-two channels' activity exactly, with no clustering.
+the roles from the channel map (`agent_channel`, default left): each channel's speech regions, less
+the other party's echo (`own_speech`), become that channel's speaker turns, so talk time, overlap
+and interruptions are measured from the two channels' activity exactly, with no clustering.
 """
 
 from __future__ import annotations
