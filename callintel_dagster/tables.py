@@ -93,7 +93,8 @@ def _table(name: str, model: type[pa.DataFrameModel], keys: tuple[str, ...], des
 RAW_CALL_AUDIO = _table(
     "raw_call_audio", schemas.RawCallAudio, (),
     "One row per recording in the day's blob folder: stable call id, blob version, checksum, duration, "
-    "sample rate, channels, codec, status (ok / quarantined) and the reason.",
+    "sample rate, channels, channel layout (split_stereo = one party per channel), codec, status (ok / quarantined) "
+    "and the reason.",
 )
 VALID_SEGMENTS = _table(
     "valid_segments", schemas.ValidSegments, ("segment_index",),
@@ -121,7 +122,7 @@ TRANSCRIPTS = _table(
 CONVERSATION_METRICS = _table(
     "conversation_metrics", schemas.ConversationMetrics, (),
     "Per call: talk time per role, non-talk time, overlap, interruptions, words per minute, detected language "
-    "and its probability.",
+    "and its probability, and where the roles came from (channel_map / diarization).",
 )
 REDACTED_AUDIO = _table(
     "redacted_audio", schemas.RedactedAudio, (),

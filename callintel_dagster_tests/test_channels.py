@@ -91,16 +91,19 @@ def test_decode_keeps_both_channels(tmp_path: Path) -> None:
     assert decode_audio(tmp_path / "tones.wav").shape == (32_000,)
 
 
-def test_echo_is_cut_from_a_channel_but_overlap_stays() -> None:
-    frames = 100  # 5 s of 50 ms frames
-    levels = np.full((2, frames), -90.0)
-    levels[0, 0:40] = -20.0  # left talks 0-2 s; the right channel hears it 15 dB down
-    levels[1, 0:40] = -35.0
-    levels[:, 40:60] = -20.0  # both talk 2-3 s
-    levels[1, 60:100] = -20.0  # right talks 3-5 s
-    left, right = own_speech([[(0.0, 3.0)], [(0.0, 5.0)]], levels)
+def test_echo_is_cut_from_a_channel_but_a_quiet_voice_under_a_loud_one_stays() -> None:
+    rate = 16_000
+    rng = np.random.default_rng(3)
+    left_voice, right_voice = _bursts(rng, [0.0], 3.0, 5.0), _bursts(rng, [2.0], 3.0, 5.0)
+    right_voice[: 2 * RATE] = 0.0
+    # `_bursts` works at 8 kHz; repeat samples to 16 kHz.
+    left_voice, right_voice = np.repeat(left_voice, 2), np.repeat(right_voice, 2)
+    echo = np.where(np.arange(left_voice.size) < 2 * rate, 0.15 * left_voice, 0.0)  # -16 dB, while alone
+    trailing_off = np.where(np.arange(left_voice.size) < 2 * rate, 1.0, 0.3)  # 10 dB down under the right voice
+    stereo = np.stack([left_voice * trailing_off, right_voice + echo])
+    left, right = own_speech([[(0.0, 3.0)], [(0.0, 5.0)]], stereo, rate)
     assert left == [(0.0, 3.0)]
-    assert right == [(2.0, 5.0)]
+    assert len(right) == 1 and right[0][0] == pytest.approx(2.0, abs=0.1) and right[0][1] == 5.0
 
 
 def test_channel_map_and_known_speaker_turns() -> None:
@@ -195,7 +198,9 @@ def test_split_stereo_call_is_transcribed_per_channel_with_the_channel_map(stere
 
     swapped = dataclasses.replace(task, agent_channel="left").per_channel(stereo, task.asr)[2]
     flipped = [types.SimpleNamespace(start=r.start_s, end=r.end_s, speaker=r.role) for r in swapped.itertuples()]
-    assert role_accuracy_by_time(flipped, _reference(truth)) <= 0.01
+    # The wrong map gets the roles wrong but where both parties talk, or a word's time spills into
+    # the other party's turn.
+    assert role_accuracy_by_time(flipped, _reference(truth)) <= 0.1
 
 
 def _to_annotation(truth: dict):

@@ -14,22 +14,24 @@ apart by the **energy-activity check**:
    frame a channel *dominates* when its relative level exceeds the other's by `DOMINANCE_DB`.
 3. The **separation** is the smaller of the two channels' shares of active frames they dominate.
    Two parties taking turns give each channel its turns (separation near each one's share of the
-   talk, e.g. 0.3-0.5); copies of one mix give neither channel a lead (separation ~0); a silent
-   channel never dominates (0). Echo / bleed of the other party, 10-20 dB down, still leaves the
-   speaking channel dominant.
+   talk, e.g. 0.3-0.5); copies of one mix give neither channel a lead (separation ~0). A channel
+   whose speech level is less than `SPEECH_RANGE_DB` above its quiet frames carries no speech, only
+   steady hiss, and the separation is 0. Echo / bleed of the other party, 10-20 dB down, still
+   leaves the speaking channel dominant.
 
 A two-channel call is `split_stereo` when the separation reaches `SPLIT_MIN_SEPARATION`, chosen on
-generated dev calls (`tools/demo_calls.py` layouts, `make bench` section "Channels" reports the
-test calls): the dev split-stereo calls, with bleed from none to -10 dB, scored 0.19-0.45;
-mono-in-stereo copies (equal gain, gain offsets, independent line noise per channel, one channel
-silent) scored at most 0.003. The threshold sits between, at 0.05, leaving room for a customer who
-talks for a twentieth of the call. Files of more than two channels are `multichannel` and, like
+generated dev calls (the dev part of the evaluation corpus recorded in the layouts of
+`tools/channel_eval.VARIANTS`; `make bench` section "Channels" recomputes them and scores the test
+calls): the 24 dev split-stereo calls, with echo from none to -10 dB, scored 0.32-0.48; the 18
+mono-in-stereo ones (equal-gain copies, -6 dB copies, one channel hiss only, each channel with its
+own hiss) scored 0.000. The threshold sits at 0.05: far above the copies, and low enough for a
+customer who talks for a twentieth of the call. Files of more than two channels are `multichannel` and, like
 mono and mono-in-stereo files, go through diarization of the mix.
 
 For a `split_stereo` call, `TranscriptTask` VADs and transcribes each channel on its own and takes
-the roles from the channel map (`agent_channel`, default left): each channel's speech regions
-become that channel's speaker turns, so talk time, overlap and interruptions are measured from the
-two channels' activity exactly, with no clustering.
+the roles from the channel map (`agent_channel`, default left): each channel's speech regions, less
+the other party's echo (`own_speech`), become that channel's speaker turns, so talk time, overlap
+and interruptions are measured from the two channels' activity exactly, with no clustering.
 """
 
 from __future__ import annotations
@@ -71,6 +73,8 @@ _FLOOR_DB = -120.0
 # A stretch of a channel's speech shorter than this, between frames of the other party's echo, is echo.
 MIN_OWN_SPEECH_S = 0.25
 MIN_SPEAKING_S = 0.1
+# Frames this coherent between the channels hold the same signal twice.
+ECHO_COHERENCE = 0.5
 # A word Whisper puts where its channel's VAD heard nothing is noise it read as speech.
 WORD_SPEECH_SLACK_S = 0.2
 
@@ -179,17 +183,30 @@ def channel_turns(speech_by_channel: Sequence[Sequence[Span]]) -> list[SpeakerTu
     return sorted(turns, key=lambda t: (t.start, t.end, t.speaker))
 
 
-def own_speech(speech_by_channel: Sequence[Sequence[Span]], levels: np.ndarray,
+def frame_coherence(channels: np.ndarray, sample_rate: int) -> np.ndarray:
+    """Per 50 ms frame, |normalized correlation| of the two channels at lag 0: near 1 where one
+    channel holds a copy of the other (echo, bleed), near 0 for two independent voices."""
+    size = int(round(FRAME_S * sample_rate))
+    whole = channels.shape[1] // size * size
+    left, right = (channels[i, :whole].astype(np.float64).reshape(-1, size) for i in range(2))
+    energy = np.sqrt(np.sum(left ** 2, axis=1) * np.sum(right ** 2, axis=1))
+    return np.abs(np.sum(left * right, axis=1)) / np.maximum(energy, 1e-12)
+
+
+def own_speech(speech_by_channel: Sequence[Sequence[Span]], channels: np.ndarray, sample_rate: int,
                min_speech_s: float = MIN_OWN_SPEECH_S) -> list[list[Span]]:
-    """Each channel's VAD speech minus the frames where the other channel dominates it by
-    `DOMINANCE_DB`: there the channel carries the other party's echo (bleed), which VAD hears as
-    speech too. Both parties talking at once keep both channels (neither dominates), so overlap
-    stays measured. Pieces shorter than `min_speech_s` left by the cut are dropped, and so are
-    pieces with less than `MIN_SPEAKING_S` of the channel's own speech in them."""
-    relative = _relative(levels)
+    """Each channel's VAD speech (of `channels`, shape (2, n)) minus its echo: the frames where the
+    other channel leads it by `DOMINANCE_DB` *and* the two are coherent (`ECHO_COHERENCE`), i.e. it
+    carries a copy of the other party (bleed), which VAD hears as speech too. A quiet voice under
+    a loud one is not a copy, so both parties talking at once keep both channels and overlap stays
+    measured. Pieces shorter than `min_speech_s` left by the cut are dropped, and so are pieces
+    with less than `MIN_SPEAKING_S` of the channel's own speech in them. Coherence is taken at lag 0:
+    the echo a recorder mixes in at once; an acoustic echo delayed by milliseconds is not cut."""
+    relative = _relative(frame_levels(channels, sample_rate))
+    copies = frame_coherence(channels, sample_rate) >= ECHO_COHERENCE
     own = []
     for index, spans in enumerate(speech_by_channel):
-        dominated = relative[1 - index] - relative[index] >= DOMINANCE_DB
+        dominated = (relative[1 - index] - relative[index] >= DOMINANCE_DB) & copies
         # Frames where this channel itself speaks: near its speech level and not drowned by the other.
         speaking = (relative[index] >= ACTIVE_DB) & ~dominated
         kept = []

@@ -32,12 +32,11 @@ from callintel_dagster.engines.channels import (
     CHANNEL_NAMES,
     channel_roles,
     channel_turns,
-    frame_levels,
     own_speech,
     words_in_speech,
 )
-from callintel_dagster.engines.diarize import DiarizationConfig, SpeakerTurn, diarize
 from callintel_dagster.engines.chunking import ChunkTask, is_chunk_row, stitch_chunks
+from callintel_dagster.engines.diarize import DiarizationConfig, SpeakerTurn, diarize
 from callintel_dagster.engines.redaction import redact_turns
 from callintel_dagster.engines.vad import VadConfig, speech_segments
 from callintel_dagster.engines.vocabulary import AGENT, ROLE_FROM_CHANNEL_MAP, ROLE_FROM_DIARIZATION, SPLIT_STEREO
@@ -144,7 +143,7 @@ class TranscriptTask:
     def per_channel(self, stereo: np.ndarray, asr: AsrConfig) -> tuple[list, list[SpeakerTurn], pd.DataFrame]:
         """The split-stereo path: (words of both channels, each channel's speech as its speaker's
         turns, transcript turns with the channel map's roles)."""
-        speech = own_speech([speech_segments(channel, self.vad) for channel in stereo], frame_levels(stereo, SAMPLE_RATE))
+        speech = own_speech([speech_segments(channel, self.vad) for channel in stereo], stereo, SAMPLE_RATE)
         words, labels = [], []
         for name, channel, regions in zip(CHANNEL_NAMES, stereo, speech):
             heard = words_in_speech(transcribe(channel, asr), regions)
