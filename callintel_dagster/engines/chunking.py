@@ -26,8 +26,8 @@ from callintel_dagster.engines.audio import SAMPLE_RATE, decode_call_audio
 from callintel_dagster.engines.diarize import (
     DiarizationConfig,
     SpeakerTurn,
-    _embed_all,
     diarize,
+    embed_utterances,
     voice_encoder,
 )
 from callintel_dagster.engines.vocabulary import SPLIT_STEREO
@@ -112,7 +112,7 @@ def _speaker_voices(audio: np.ndarray, turns: list[SpeakerTurn], device: str) ->
             seconds.append(sum(t.end - t.start for t in own))
     if not wavs:
         return {}
-    embeddings = _embed_all(voice_encoder(device), wavs)
+    embeddings = embed_utterances(voice_encoder(device), wavs)
     return {name: {"embedding": emb.tolist(), "seconds": s} for name, emb, s in zip(names, embeddings, seconds)}
 
 
