@@ -110,8 +110,18 @@ def _databricks_compute() -> CallCompute:
         wheel=dg.EnvVar("CALLINTEL_DATABRICKS_WHEEL"),
         staging_path=dg.EnvVar("CALLINTEL_DATABRICKS_STAGING"),
         cluster=GpuClusterSpec(node_type_id=_env("CALLINTEL_DATABRICKS_NODE_TYPE", "g5.xlarge")),
-        secret_env={"HF_TOKEN": "callintel/hf-token", "CALLINTEL_LLM_API_KEY": "callintel/llm-api-key"},
+        secret_env=_cluster_secret_env(),
     )
+
+
+def _cluster_secret_env() -> dict[str, str]:
+    """Cluster variables filled from the Databricks secret scope. The storage credential is
+    optional: without `CALLINTEL_DATABRICKS_STORAGE_SECRET` the cluster reaches the container with
+    its managed identity (adlfs' `DefaultAzureCredential`)."""
+    secret_env = {"HF_TOKEN": "callintel/hf-token", "CALLINTEL_LLM_API_KEY": "callintel/llm-api-key"}
+    if storage := os.environ.get("CALLINTEL_DATABRICKS_STORAGE_SECRET"):
+        secret_env["AZURE_STORAGE_CONNECTION_STRING"] = storage
+    return secret_env
 
 
 def _assessor() -> ComplianceAssessor:

@@ -34,6 +34,7 @@ from callintel_dagster.engines.task_spec import (
     task_to_spec,
 )
 from callintel_dagster.engines.tone import ToneConfig, ToneTask
+from callintel_dagster.resources.blob_store import redacted_copy_key
 from callintel_dagster.resources.compute import RESULT_COLUMNS, CallCompute
 from callintel_dagster.resources.databricks import (
     DatabricksPipesCompute,
@@ -670,33 +671,40 @@ def test_a_task_with_a_credential_field_cannot_be_specced(monkeypatch):
 
 @pytest.mark.slow
 def test_the_model_stages_run_on_the_databricks_profile_through_executed_pipes(
-    workspace, monkeypatch, resources, blob_root, tiny_wav2vec2_dir, tmp_path
+    workspace, monkeypatch, resources, azure_store, azurite, tiny_wav2vec2_dir, tmp_path
 ):
     """`transcripts`, `tone_scores` and `call_characteristics` with the `azure-databricks` profile's
-    compute (blob store and lakehouse local): one Databricks run each, executed by the workspace's
-    cluster on the real sample call with the real models; the rows land in Delta, the cluster's logs
-    stream into the run and each materialization links its Databricks run."""
+    compute, the recording in an Azurite container (lakehouse local): one Databricks run each,
+    executed by the workspace's cluster on the real sample call with the real models. The cluster
+    reads the `abfs://` URL and writes the masked copy back with the storage credential from its own
+    secret scope (the orchestrator's environment never reaches it); the rows land in Delta, the
+    cluster's logs stream into the run and each materialization links its Databricks run."""
     from callintel_dagster.assets.characteristics import call_characteristics
     from callintel_dagster.assets.ingest import raw_call_audio
     from callintel_dagster.assets.segments import valid_segments
     from callintel_dagster.assets.tone import tone_scores
     from callintel_dagster.assets.transcripts import transcripts
     from callintel_dagster.definitions import build_resources
-    from callintel_dagster.tools.demo_data import write_sample_call
+    from callintel_dagster.engines.reference import sample_call_path
     from callintel_dagster_tests.conftest import DAY_ONE
 
-    write_sample_call(blob_root / DAY_ONE, "agent-7__call.wav")
+    recording = f"{DAY_ONE}/agent-7__call.wav"
+    azure_store.write(recording, sample_call_path().read_bytes())
+    resources = {**resources, "blob_store": azure_store}
     assert dg.materialize([raw_call_audio, valid_segments], partition_key=DAY_ONE, resources=resources).success
     for name, value in {
         "DATABRICKS_HOST": workspace.host, "DATABRICKS_TOKEN": TOKEN, "CALLINTEL_DATABRICKS_ENTRYPOINT": ENTRYPOINT_FILE,
         "CALLINTEL_DATABRICKS_WHEEL": "/Volumes/main/callintel/artifacts/callintel_dagster-0.1.0-py3-none-any.whl",
         "CALLINTEL_DATABRICKS_STAGING": "/Volumes/main/callintel/staging",
-        "CALLINTEL_AZURE_ACCOUNT": "unused", "CALLINTEL_AZURE_CONTAINER": "unused", "AZURE_STORAGE_KEY": "unused",
+        "CALLINTEL_AZURE_ACCOUNT": "unused", "CALLINTEL_AZURE_CONTAINER": "unused",
+        "CALLINTEL_DATABRICKS_STORAGE_SECRET": "callintel/azure-storage",
     }.items():
         monkeypatch.setenv(name, value)
     workspace.cluster.secrets["callintel/llm-api-key"] = "sk-cluster-scope"
+    workspace.cluster.secrets["callintel/azure-storage"] = azurite.connection_string
     profile = build_resources("azure-databricks")
     # Poll the loopback workspace often: the profile's 10 s suits a real cluster's minutes.
+    assert profile["compute"].secret_env["AZURE_STORAGE_CONNECTION_STRING"] == "callintel/azure-storage"
     compute = profile["compute"].model_copy(update={"poll_interval_seconds": 0.5})
     models = ModelSettings(tone_backend="wav2vec2", tone_model_path=tiny_wav2vec2_dir, models_root=str(tmp_path))
     with dg.DagsterInstance.ephemeral() as instance:
@@ -713,6 +721,10 @@ def test_the_model_stages_run_on_the_databricks_profile_through_executed_pipes(
     assert " ".join(transcript["text"]).strip()
     assert len(lakehouse.read("call_tone")) >= 1 and len(lakehouse.read("call_characteristics")) == 2
     assert lakehouse.read("quarantined_calls").empty
+    masked = lakehouse.read("redacted_audio")["path"].tolist()
+    assert masked and all(path.startswith("abfs://") for path in masked)
+    with azure_store.local_copy(redacted_copy_key(recording, models.redacted_folder)) as copy:
+        assert copy.stat().st_size > 1000  # the masked WAV the cluster wrote into the container
     urls = {}
     for event in result.get_asset_materialization_events():
         metadata = event.materialization.metadata
