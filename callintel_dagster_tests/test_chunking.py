@@ -80,7 +80,7 @@ def test_long_call_runs_as_chunks_and_stitches_into_one_consistent_transcript(lo
 
     path, duration, period, truth = long_call
     task = dataclasses.replace(ModelSettings().transcript_task(), audio_redaction=None)
-    call = {"call_id": "long-call-000001", "audio_path": str(path), "size_bytes": path.stat().st_size,
+    call = {"call_id": "long-call-000001", "audio_url": str(path), "size_bytes": path.stat().st_size,
             "checksum_sha256": sha256_of(path), "duration_s": duration, "blob_key": "2026-11-23/long-call.wav"}
     spans = {call["call_id"]: speech_segments(decode_audio(path))}
     handed: list[list[str]] = []

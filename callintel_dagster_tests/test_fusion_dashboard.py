@@ -118,7 +118,7 @@ def stage_frames() -> dict[str, pd.DataFrame]:
         **_audit(cid), "duration_s": 60.0, "n_speakers": 2, "talk_time_agent_s": 20.0, "talk_time_customer_s": 25.0,
         "non_talk_time_s": 15.0, "overlap_s": 1.0, "interruptions": 3 if cid == BILLING else 0,
         "words_per_minute_agent": 150.0, "words_per_minute_customer": 140.0, "model_id": "whisper:tiny.en",
-        "role_source": "diarization",
+        "role_source": "diarization", "language": "en", "language_probability": None,
     } for cid in TURNS]))
     tone_scores = ToneScores.validate(pd.DataFrame([{
         **_audit(cid), "segment_index": i, "start_s": float(s), "end_s": float(e), "p_angry": p,
@@ -133,7 +133,7 @@ def stage_frames() -> dict[str, pd.DataFrame]:
     transcripts = Transcripts.validate(pd.DataFrame([{
         **_audit(cid), "turn_index": i, "speaker": f"SPEAKER_0{role == 'customer'}", "role": role,
         "start_s": float(s), "end_s": float(e), "text": text, "confidence": 0.9, "n_words": len(text.split()),
-        "phi_kinds": "[]",
+        "phi_kinds": "[]", "language": "en",
     } for cid, turns in TURNS.items() for i, (role, s, e, text) in enumerate(turns)]))
     flags = ComplianceFlags.validate(pd.DataFrame([{
         **_audit(cid), "overall_sentiment": sentiment, **{f: values.get(f, False) for f in FLAG_NAMES},

@@ -86,7 +86,8 @@ PHI_VALUES = ("John Smith", "123-45-6789")
 def _phi_transcripts(lakehouse) -> None:
     rows = [{"call_id": "call-phi-0000001", "call_date": as_date(DAY_TWO), "run_id": "seed", "speaker": "SPEAKER_00",
              "start_s": 5.0 * t["turn_index"], "end_s": 5.0 * t["turn_index"] + 4.0, "confidence": 0.9,
-             "n_words": len(t["text"].split()), "phi_kinds": "[]", "language": "en", **t} for t in PHI_CALL]
+             "n_words": len(t["text"].split()), "phi_kinds": "[]", "language": "en", "voice_match": None, **t}
+            for t in PHI_CALL]
     frame = pa.Table.from_pandas(pd.DataFrame(rows), schema=arrow_schema(Transcripts), preserve_index=False)
     lakehouse.merge_partition("transcripts", frame, ["call_id", "turn_index"], as_date(DAY_TWO))
 

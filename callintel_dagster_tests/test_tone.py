@@ -239,10 +239,10 @@ def test_tone_task_batch_isolates_a_call_that_cannot_be_decoded(tiny_wav2vec2_di
     for index, seconds in enumerate((4.0, 6.0)):
         path = tmp_path / f"call{index}.wav"
         soundfile.write(path, _call_audio(seconds, seed=index), SAMPLE_RATE, subtype="PCM_16")
-        calls.append({"call_id": f"c{index}", "audio_path": str(path), "size_bytes": path.stat().st_size,
+        calls.append({"call_id": f"c{index}", "audio_url": str(path), "size_bytes": path.stat().st_size,
                       "checksum_sha256": sha256_of(path), "duration_s": seconds,
                       "speech_segments": json.dumps([[0.1, seconds - 0.1]])})
-    vanished = {**calls[0], "call_id": "gone", "audio_path": str(tmp_path / "missing.wav")}
+    vanished = {**calls[0], "call_id": "gone", "audio_url": str(tmp_path / "missing.wav")}
     task = tone.ToneTask(tone.ToneConfig(backend="wav2vec2", model_path=tiny_wav2vec2_dir))
     first, missing, second = task.run_batch([calls[0], vanished, calls[1]])
     assert isinstance(missing, FileNotFoundError)

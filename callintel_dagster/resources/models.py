@@ -114,8 +114,12 @@ class ModelSettings(dg.ConfigurableResource):
         )
 
     def asr_config(self) -> AsrConfig:
+        from pathlib import Path
+
         return AsrConfig(
-            model=self.whisper_model, device=self.device, beam_size=self.whisper_beam_size, batch_size=self.asr_batch_size
+            model=self.whisper_model, device=self.device, beam_size=self.whisper_beam_size,
+            languages=self.languages, multilingual_model=self.multilingual_whisper_model,
+            models_dir=str(Path(self.models_root).resolve()), batch_size=self.asr_batch_size,
         )
 
     def diarization_config(self) -> DiarizationConfig:

@@ -169,7 +169,7 @@ def count_scripts(part: str) -> list[DemoScript]:
     scripts = []
     for seed in seeds:
         rng = random.Random(seed)
-        agent_id = rng.choice(sorted(AGENT_VOICES))
+        agent_id = rng.choice(sorted(AGENT_NAMES))  # the English agents (AGENT_VOICES also has Spanish ones)
         transfer = rng.random() < THREE_VOICE_SHARE
         name = f"count-{part}-{seed:03d}-{3 if transfer else 2}v"
         scripts.append(DemoScript(name, _body(name, agent_id, rng, transfer=transfer, caller_first=rng.random() < 0.3)))
@@ -224,7 +224,7 @@ def count_evaluation(blob_root: Path, part: str, diarization: DiarizationConfig)
 
 def model_stage_call(path: Path, truth: dict) -> dict[str, Any]:
     """The call row a model stage hands its task (what ingest and VAD would have recorded)."""
-    return {"call_id": truth["call_id"], "audio_path": str(path), "size_bytes": path.stat().st_size,
+    return {"call_id": truth["call_id"], "audio_url": str(path), "size_bytes": path.stat().st_size,
             "checksum_sha256": sha256_of(path), "duration_s": truth["duration_s"]}
 
 
