@@ -309,9 +309,8 @@ def test_purge_history_never_leaves_zero_log_retention_behind(blob_root, resourc
 
 CLI = [
     sys.executable, "-m", "dagster", "asset", "materialize", "-m", "callintel_dagster.definitions",
+    # One process for the whole run is the project's default executor (jobs.PIPELINE_EXECUTOR).
     "--select", "raw_call_audio,valid_segments,speech_activity", "--partition", DAY_ONE,
-    # One process for the whole run: no per-step re-import of the definitions (~8 s each).
-    "--config-json", '{"execution": {"config": {"in_process": {}}}}',
 ]  # fmt: skip
 
 
