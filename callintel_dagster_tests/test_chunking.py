@@ -44,7 +44,7 @@ def test_stitching_maps_each_chunks_speakers_onto_the_call_speakers_by_voice():
                       {"start": 29.2, "end": 29.4, "speaker": "SPEAKER_02"}],  # too short to embed: its own voice
          "voices": {"SPEAKER_00": {"embedding": agent, "seconds": 9.5}, "SPEAKER_01": {"embedding": caller, "seconds": 18.0}}},
     ]
-    words, turns = chunking.stitch_chunks(chunks)
+    words, turns, _ = chunking.stitch_chunks(chunks)
     assert [w.text for w in words] == ["hello", "late"]
     labels = [(t.start, t.speaker) for t in turns]
     assert labels == [(0.5, "SPEAKER_00"), (11.0, "SPEAKER_01"), (29.2, "SPEAKER_02"), (30.5, "SPEAKER_01"), (41.0, "SPEAKER_00")]
@@ -116,7 +116,7 @@ def test_long_call_runs_as_chunks_and_stitches_into_one_consistent_transcript(lo
         assert len(pairs) > 40 and np.mean([a == b for a, b in pairs]) >= 0.8
     # The stitched diarization against the repeated reference: the project's DER target holds over
     # the whole call, which it could not if any chunk's speakers were mapped onto the wrong voices.
-    _, stitched = chunking.stitch_chunks([json.loads(payload)["chunk"][0] for payload in returned[0]["payload"]])
+    _, stitched, _ = chunking.stitch_chunks([json.loads(payload)["chunk"][0] for payload in returned[0]["payload"]])
     der = reference.diarization_error_rate(stitched, reference.turns_to_annotation(truth), 0.25, duration)
     assert der <= 0.20
     assert tables["conversation_metrics"][0]["n_speakers"] == 2

@@ -4,6 +4,7 @@ on wordings written for these tests, and a Spanish call through the graph."""
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 
 import dagster as dg
@@ -80,6 +81,34 @@ def test_one_configured_language_needs_no_detection():
     assert asr.detect_language(silence, asr.AsrConfig(languages="es")) == ("es", None)
     assert asr.config_for_language(asr.AsrConfig(), "en").model is None  # tiny.en stays the English model
 
+
+
+def test_unsure_english_transcript_gets_a_second_opinion_and_the_more_confident_one_wins(models_dir, tmp_path):
+    audio = _speech("espeak-ng:en-us+m3", ENGLISH_LINE, tmp_path)
+    english = asr.AsrConfig(models_dir=models_dir)
+    multilingual = asr.multilingual_config(english, "en")
+    first, second = asr.transcribe(audio, english), asr.transcribe(audio, multilingual)
+    confidences = asr.mean_probability(first), asr.mean_probability(second)
+    assert confidences[0] != confidences[1]
+    # Word probabilities never exceed 1: a threshold above it always asks for the second opinion.
+    words, fell_back = asr.transcribe_with_fallback(audio, dataclasses.replace(english, fallback_confidence=1.01))
+    assert fell_back == (confidences[1] > confidences[0])
+    assert words == (second if fell_back else first)
+    for never in (None, 0.0):  # off, or every transcript confident enough
+        assert asr.transcribe_with_fallback(audio, dataclasses.replace(english, fallback_confidence=never)) == (first, False)
+    # A call in another language is the multilingual model's already: no second pass.
+    spanish = dataclasses.replace(multilingual, language="es", fallback_confidence=1.01)
+    assert asr.transcribe_with_fallback(audio, spanish)[1] is False
+
+
+def test_model_id_names_the_model_whose_transcript_was_kept():
+    from callintel_dagster.resources.models import ModelSettings
+
+    task = ModelSettings().transcript_task()
+    assert task.asr.fallback_confidence == 0.8
+    assert task.model_id("en").startswith("whisper:tiny.en|")
+    assert task.model_id("en", fell_back=True).startswith("whisper:base:en|")
+    assert task.channel_model_id("es").startswith("whisper:base:es|channel_map:")
 
 # --- detection and transcription on generated speech -------------------------------------------------
 
@@ -238,7 +267,8 @@ def test_a_spanish_call_gets_language_es_and_spanish_flags(resources, blob_root,
     assert metrics.loc[call_ids["factura-supervisor"], "language_probability"] > 0.5
     assert metrics.loc[call_ids["factura-supervisor"], "model_id"].startswith("whisper:base:es")
     assert metrics.loc[call_ids["billing-en"], "language"] == "en"
-    assert metrics.loc[call_ids["billing-en"], "model_id"].startswith("whisper:tiny.en")
+    # tiny.en, or the multilingual model's English second opinion when tiny.en was unsure.
+    assert metrics.loc[call_ids["billing-en"], "model_id"].split("|")[0] in ("whisper:tiny.en", "whisper:base:en")
     turns = lakehouse.read("transcripts")
     assert set(turns.loc[turns["call_id"] == call_ids["factura-supervisor"], "language"]) == {"es"}
     flags = lakehouse.read("compliance_flags").set_index("call_id")

@@ -80,6 +80,17 @@ def test_an_answer_to_an_identity_question_is_redacted_however_asr_spelled_it():
     assert [text for text, _ in redact_call(turns, ["agent"] * 6)] == [redact_text(t)[0] for t in turns]
 
 
+def test_an_answer_is_redacted_after_a_request_without_a_question_mark_and_across_swapped_roles():
+    # The request is a bare noun phrase closing the sentence; the reply's year and day stand apart
+    # from the month, so no date pattern holds them.
+    turns = ["Right, let's sort that out, full name and birth date please.", "Noor Haddad, the 3rd and then 1988."]
+    redacted = [text for text, _ in redact_call(turns, ["agent", "customer"])]
+    assert "1988" not in redacted[1] and "3rd" not in redacted[1] and "Haddad" not in redacted[1]
+    # Diarization put the agent's question on the caller's side and the answer on the agent's.
+    swapped = [text for text, _ in redact_call(turns, ["customer", "agent"])]
+    assert swapped == redacted
+
+
 @pytest.mark.parametrize(("text", "leak"), [
     ("Sure, my social's nine oh two, uh, 44 81 19.", "44 81"),
     ("the member number on the card is kx to 7 .3 10.", "7 .3"),

@@ -121,7 +121,17 @@ def test_an_identity_request_as_asr_writes_it_still_counts_and_a_glued_answer_is
     assert volunteered.hipaa_risk.phi_before_verification is True
 
 
+def test_an_identity_check_counts_when_diarization_swapped_who_asked_and_who_answered():
+    # The agent's question sits on the caller's side and the caller's answer on the agent's: the
+    # answer is not the agent disclosing a date of birth before verifying anyone.
+    result = assess_call_with_rules(_call(
+        OPENING, "A: Hello, I need help with a referral.", "C: Sure, name and date of birth for me.",
+        "A: Omar Fitch, June 4th, 1979.", "C: Thanks. The referral went to the clinic yesterday."))
+    assert result.hipaa_risk.phi_before_verification is False
+
+
 @pytest.mark.parametrize(("line", "expected"), [
+    ("C: Let me talk to the doctor in charge today.", True),
     ("A: I'll get my manager on the line for you.", True),
     ("C: Put someone above you on the phone.", True),
     ("A: I'm opening a formal grievance for you.", True),
@@ -259,3 +269,9 @@ def test_cached_audio_evaluation_replays_roles_redaction_and_rules():
         "billing_detected": 1.0, "issue_resolved": 1.0, "missing_recording_disclosure": 1.0}
     assert result["redaction_as_transcribed"]["recall"] == 1.0
     assert ce.audio_misses({"call": entry}) == []
+    # A spoken PHI word the redactor did not catch is on the to-do list, with the words around it.
+    leaky = {**entry, "truth": {**truth, "phi": [*truth["phi"], {"kind": "NAME", "text": "Great"}]}}
+    assert ce.audio_misses({"call": leaky}) == [
+        "call: NAME 'Great,' stored as 'Great,' in clear: ... reversed the charge, you owe nothing. Great, thanks! ..."]
+    assert ce.cached_audio_evaluation({"call": leaky})["redaction_as_transcribed"]["per_kind"]["NAME"] == {
+        "recall": 0.0, "tokens": 1}

@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from callintel_dagster.engines.asr import AsrConfig, Word, config_for_language, detect_language, transcribe
+from callintel_dagster.engines.asr import AsrConfig, Word, config_for_language, detect_language, transcribe_with_fallback
 from callintel_dagster.engines.audio import SAMPLE_RATE, decode_call_audio
 from callintel_dagster.engines.diarize import (
     DiarizationConfig,
@@ -76,7 +76,7 @@ class ChunkTask:
         del audio
         # Each chunk hears its own language; the stitched call is labelled with the whole call's.
         language, _ = detect_language(piece, self.asr)
-        heard = transcribe(piece, config_for_language(self.asr, language))
+        heard, fell_back = transcribe_with_fallback(piece, config_for_language(self.asr, language))
         words = [dataclasses.replace(w, start=w.start + start, end=w.end + start) for w in heard]
         local = diarize(piece, self.diarization)
         voices = _speaker_voices(piece, local, self.diarization.device)
@@ -87,6 +87,7 @@ class ChunkTask:
                 "words": [dataclasses.asdict(w) for w in words],
                 "speakers": [dataclasses.asdict(t) for t in turns],
                 "voices": voices,
+                "asr_fell_back": fell_back,
             }]
         }
 
@@ -116,9 +117,10 @@ def _speaker_voices(audio: np.ndarray, turns: list[SpeakerTurn], device: str) ->
     return {name: {"embedding": emb.tolist(), "seconds": s} for name, emb, s in zip(names, embeddings, seconds)}
 
 
-def stitch_chunks(chunks: list[dict]) -> tuple[list[Word], list[SpeakerTurn]]:
+def stitch_chunks(chunks: list[dict]) -> tuple[list[Word], list[SpeakerTurn], bool]:
     """Words and speaker turns of the whole call from its chunks' results (any order), with each
-    chunk's local speakers mapped onto the call's speakers by voice (see the module docstring)."""
+    chunk's local speakers mapped onto the call's speakers by voice (see the module docstring), and
+    whether any chunk's words came from the multilingual model's second opinion."""
     from scipy.optimize import linear_sum_assignment
 
     centroids: dict[str, np.ndarray] = {}
@@ -150,7 +152,8 @@ def stitch_chunks(chunks: list[dict]) -> tuple[list[Word], list[SpeakerTurn]]:
     names: dict[str, str] = {}
     for turn in turns:
         names.setdefault(turn.speaker, f"SPEAKER_{len(names):02d}")
-    return words, [dataclasses.replace(turn, speaker=names[turn.speaker]) for turn in turns]
+    fell_back = any(chunk.get("asr_fell_back", False) for chunk in chunks)
+    return words, [dataclasses.replace(turn, speaker=names[turn.speaker]) for turn in turns], fell_back
 
 
 def is_chunk_row(call: dict) -> bool:

@@ -25,6 +25,7 @@ class Lexicon:
     id_cue: Pattern  # ends right before a number that is an identifier
     clinical: tuple[Pattern, ...]  # results, diagnoses, medications, doses
     identity_item: Pattern  # what an agent asks to verify identity
+    identity_request: Pattern  # an ask for the other party's identity details no caller makes of themself
     asks: Pattern
     verified: Pattern
     asks_full_ssn: Pattern

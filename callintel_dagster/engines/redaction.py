@@ -357,7 +357,10 @@ _ASKED = (
 _NAME_ASKED = re.compile(r"\bname\b", re.I)
 _QUESTION = re.compile(r"\?|\b(?:(?:can|could|may) (?:i|you|we)|what|need|please|tell|give|read|confirm|verify)\b"
                        # a request as a bare noun phrase: "First, your name and date of birth."
-                       r"|\b(?:your|the patient'?s|his|her)\s+(?:full\s+)?(?:name|date of|birth|member|id|address)",
+                       r"|\b(?:your|the patient'?s|his|her)\s+(?:full\s+)?(?:name|date of|birth|member|id|address)"
+                       # ... or one the sentence ends with: "Let's fix it, name and date of birth (for me)."
+                       r"|\b(?:name|date of birth|birth ?date|birthday|member (?:id|number)|address)"
+                       r"(?:\s+(?:for me|please|again|first|now))?\W*$",
                        re.I)
 _NUMBERISH = re.compile(
     rf"^(?:.*\d.*|{_UNIT}|{_TEEN}|{_TENS}|hundred|thousand|oh|zero|{_ORDINAL_WORD}|{_MONTH}|"
@@ -423,8 +426,8 @@ def _glued_answer_spans(text: str) -> list[Span]:
 
 
 def redact_call(texts: Sequence[str], roles: Sequence[str]) -> list[tuple[str, list[Span]]]:
-    """:func:`redact_text` for one call's turns in order, with a customer turn that answers the
-    agent's identity question also redacted by :func:`identity_answer_spans`, and so is an answer
+    """:func:`redact_text` for one call's turns in order, with a turn that answers the other party's
+    identity question also redacted by :func:`identity_answer_spans`, and so is an answer
     glued to its question inside one turn (:func:`_glued_answer_spans`)."""
     results = []
     question = None  # the identity question the previous turn answered
@@ -436,7 +439,9 @@ def redact_call(texts: Sequence[str], roles: Sequence[str]) -> list[tuple[str, l
             head = re.match(r"[^.?!]*[.?!]?", text).group()
             context += identity_answer_spans(question, head)
         question = None
-        if index and role == "customer" and roles[index - 1] == "agent":
+        # The other party's reply, whichever side diarization put each on: a swapped role must not
+        # leave the caller's date of birth in clear.
+        if index and role != roles[index - 1]:
             answer = identity_answer_spans(str(texts[index - 1]), text)
             context += answer
             question = str(texts[index - 1]) if answer else None

@@ -113,6 +113,12 @@ _IDENTITY_ITEM = _words(r"date of birth", r"birth ?dates?", r"birthdays?", r"dob
                         r"who i'?m (?:talking|speaking) (?:to|with)", r"identity", r"permission",
                         r"on (?:your|the) (?:chart|file|account)",
                         r"mother's maiden name")
+# A caller never asks for "your date of birth": a "customer" turn asking this is the agent's,
+# put on the wrong side by diarization.
+_IDENTITY_REQUEST = _words(
+    r"(?:your|the patient'?s|the member'?s|his|her) (?:full )?(?:name|date of birth|birth ?date|birthday|dob"
+    r"|member (?:id|number)|address)", r"(?<!my )(?<!my full )name and (?:date of birth|birth ?date|birthday|dob)",
+    r"date of birth for me")
 _ASKS = _words(r"can you", r"could you", r"would you", r"what(?:'s| is| are)", r"may i", r"can i",
                r"could i", r"let me (?:first )?(?:ask|get|have)", r"please", r"i(?:'ll| will|'d)? need",
                r"give me", r"tell me", r"read me", r"confirm", r"verify", r"check", r"make sure")
@@ -151,7 +157,8 @@ _ESCALATION = re.compile(
     r"|in charge|who runs|with (?:more )?authority)|above you|(?:pharmacist|nurse|person) in charge|charge nurse"
     r"|formal (?:complaint|grievance)|grievance|complaints? team"
     # ASR inserts an article: "whoever's in charge" heard as "be in a charge chair"
-    r"|(?:be|is|who's|whoever's|someone|somebody) in (?:a )?charge)\b", _I)
+    r"|(?:be|is|who's|whoever's|someone|somebody) in (?:a )?charge"
+    r"|(?:talk|speak) (?:to|with) (?:\w+\s+){0,3}in (?:a )?charge)\b", _I)
 _ESCALATION_NEGATED = re.compile(
     r"\b(?:(?:don't|do not|won't|didn't|doesn't) (?:need|want)|no need for|not asking for|without"
     r"|(?:was|were|am) (?:ready|going|about) to ask for)\b(?:\s+\w+){0,2}\s*$", _I)
@@ -225,7 +232,7 @@ NEGATIVE_MEAN = -0.2
 
 ENGLISH = Lexicon(
     language="en", billing_topics=BILLING_TOPICS, topic_negated=_TOPIC_NEGATED, id_cue=_ID_CUE,
-    clinical=_CLINICAL, identity_item=_IDENTITY_ITEM, asks=_ASKS, verified=_VERIFIED,
+    clinical=_CLINICAL, identity_item=_IDENTITY_ITEM, identity_request=_IDENTITY_REQUEST, asks=_ASKS, verified=_VERIFIED,
     asks_full_ssn=_ASKS_FULL_SSN, last_four=_LAST_FOUR, identity_nouns=_IDENTITY_NOUNS, recording=_RECORDING,
     channel=_CHANNEL, recording_opening=_RECORDING_OPENING, not_=_NOT, escalation=_ESCALATION,
     escalation_negated=_ESCALATION_NEGATED, outcome=_OUTCOME, not_done=_NOT_DONE, acknowledged=_ACKNOWLEDGED,
@@ -286,10 +293,14 @@ def _phi_disclosed(turn: Turn, kinds: frozenset[str], clinical: bool, lex: Lexic
 
 
 def _verification_requested(turn: Turn, lex: Lexicon) -> bool:
-    """An agent sentence asking for identity details ("Name and birth date?", "can you confirm your
+    """A sentence asking for identity details ("Name and birth date?", "can you confirm your
     member number"), or naming them without giving any value (ASR drops the "need" of "I'll need
-    your date of birth"). A phone number alone is a look-up, not a verification."""
-    return turn.role == "agent" and any(
+    your date of birth"). A phone number alone is a look-up, not a verification. A "customer" turn
+    asks only with a request no caller makes of themself (``identity_request``, "your date of birth"):
+    that is the agent's question, put on the caller's side by diarization."""
+    if turn.role != "agent" and not lex.identity_request.search(turn.text):
+        return False
+    return any(
         lex.identity_item.search(s.group()) and (lex.asks.search(s.group()) or s.group().rstrip().endswith("?")
                                               or not _phi_disclosed(Turn(0, "", s.group()), _DISCLOSABLE_KINDS,
                                                                     clinical=False, lex=lex))
@@ -306,15 +317,15 @@ def _before_request(turn: Turn, lex: Lexicon) -> Turn:
 
 
 def _verified_at(turns: list[Turn], lex: Lexicon) -> int | None:
-    """Turn index from which the caller counts as verified: the caller's first answer after the agent
-    asked for identity details, or the agent's confirmation, whichever comes first."""
-    asked = False
+    """Turn index from which the caller counts as verified: the other party's first answer after
+    identity details were asked for, or the agent's confirmation, whichever comes first."""
+    asker = None
     for turn in turns:
         if turn.role == "agent" and lex.verified.search(turn.text):
             return turn.turn_index
         if _verification_requested(turn, lex):
-            asked = True
-        elif asked and turn.role == "customer":
+            asker = turn.role
+        elif asker is not None and turn.role != asker:
             return turn.turn_index
     return None
 

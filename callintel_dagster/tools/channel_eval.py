@@ -110,7 +110,7 @@ def score_call(path: Path) -> dict[str, Any]:
     if row["channel_layout"] != SPLIT_STEREO:
         return result | {"role_source": task(call)["conversation_metrics"][0]["role_source"]}
     stereo = decode_call_audio(call, channels=2)
-    _, speakers, turns = task.per_channel(stereo, task.asr)
+    _, speakers, turns, _ = task.per_channel(stereo, task.asr)
     metrics = conversation_metrics(turns, speakers, stereo.shape[1] / SAMPLE_RATE)
     roles = channel_roles(audio_settings.agent_channel)
     channel_turns = [types.SimpleNamespace(start=s.start, end=s.end, speaker=roles[s.speaker]) for s in speakers]

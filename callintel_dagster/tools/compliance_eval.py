@@ -217,6 +217,25 @@ def transcribed_redaction_recall(truth: Mapping[str, Mapping],
     not counted.
     """
     found, total = {}, {}
+    for token in _transcribed_phi_tokens(truth, stored_turns):
+        total[token.kind] = total.get(token.kind, 0) + 1
+        found[token.kind] = found.get(token.kind, 0) + token.redacted
+    return _recall(found, total)
+
+
+@dataclasses.dataclass(frozen=True)
+class TranscribedPhiToken:
+    """A stored word that stands for a spoken PHI word and still carries it (or its placeholder)."""
+
+    call_id: str
+    kind: str
+    spoken: str
+    stored: str
+    redacted: bool
+    context: str  # the stored words around it
+
+
+def _transcribed_phi_tokens(truth: Mapping[str, Mapping], stored_turns: Mapping[str, Sequence[str]]):
     for call_id, record in truth.items():
         phi = [(p["kind"], p["text"]) for p in record["phi"]]
         reference = [token for turn in record["turns"] for token in _phi_token_mask(turn["text"], phi)]
@@ -227,9 +246,8 @@ def transcribed_redaction_recall(truth: Mapping[str, Mapping],
                 continue
             redacted = bool(PLACEHOLDER_RE.search(hypothesis[hyp_index]))
             if redacted or _reveals(hypothesis[hyp_index], word):
-                total[kind] = total.get(kind, 0) + 1
-                found[kind] = found.get(kind, 0) + redacted
-    return _recall(found, total)
+                context = " ".join(hypothesis[max(0, hyp_index - 6):hyp_index + 4])
+                yield TranscribedPhiToken(call_id, kind, word, hypothesis[hyp_index], redacted, context)
 
 
 def _reveals(transcribed: str, spoken: str) -> bool:
@@ -390,7 +408,7 @@ def cached_transcriptions(part: Part, cache_dir: Path = DEFAULT_CACHE_DIR, asr=N
     """``call name -> {"truth", "duration_s", "words", "speakers"}`` for one part: synthesized into
     ``cache_dir/blobs`` and transcribed with the pipeline's defaults (``ModelSettings``) unless
     given, reusing every cached entry whose key still matches."""
-    from callintel_dagster.engines.asr import transcribe
+    from callintel_dagster.engines.asr import transcribe_with_fallback
     from callintel_dagster.engines.audio import SAMPLE_RATE, decode_audio
     from callintel_dagster.engines.diarize import diarize
     from callintel_dagster.resources.models import ModelSettings
@@ -405,8 +423,9 @@ def cached_transcriptions(part: Part, cache_dir: Path = DEFAULT_CACHE_DIR, asr=N
         if not entry_path.exists():
             started = time.perf_counter()
             audio = decode_audio(path)
-            entry = {"duration_s": audio.size / SAMPLE_RATE,
-                     "words": [dataclasses.asdict(w) for w in transcribe(audio, asr)],
+            words, fell_back = transcribe_with_fallback(audio, asr)
+            entry = {"duration_s": audio.size / SAMPLE_RATE, "asr_fell_back": fell_back,
+                     "words": [dataclasses.asdict(w) for w in words],
                      "speakers": [dataclasses.asdict(t) for t in diarize(audio, diarization)]}
             entry_path.parent.mkdir(parents=True, exist_ok=True)
             partial = entry_path.with_suffix(".partial")
@@ -562,15 +581,22 @@ def render_languages_markdown(section: Mapping[str, Any]) -> list[str]:
 
 
 def audio_misses(entries: Mapping[str, Mapping], assess=None) -> list[str]:
-    """One line per wrong or undecided flag through (cached) audio: the dev loop's to-do list."""
+    """One line per wrong or undecided flag, and per spoken PHI word left in clear, through (cached)
+    audio: the dev loop's to-do list."""
     if assess is None:
         from callintel_dagster.engines.rules import assess_call_with_rules as assess
     lines = []
+    stored = {name: replay_turns(entry) for name, entry in entries.items()}
     for name, entry in entries.items():
-        got = assessment_flags(assess(replay_turns(entry)))
+        got = assessment_flags(assess(stored[name]))
         for flag, expected in entry["truth"]["expected"].items():
             if flag in got and expected is not None and got[flag] != expected:
                 lines.append(f"{name}: {flag} expected {expected}, got {got[flag]}")
+    truth = {name: entry["truth"] for name, entry in entries.items()}
+    for token in _transcribed_phi_tokens(truth, {name: [t["text"] for t in turns] for name, turns in stored.items()}):
+        if not token.redacted:
+            lines.append(f"{token.call_id}: {token.kind} {token.spoken!r} stored as {token.stored!r} in clear: "
+                         f"... {token.context} ...")
     return lines
 
 
