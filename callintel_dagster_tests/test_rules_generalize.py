@@ -128,6 +128,13 @@ def test_an_identity_check_counts_when_diarization_swapped_who_asked_and_who_ans
         OPENING, "A: Hello, I need help with a referral.", "C: Sure, name and date of birth for me.",
         "A: Omar Fitch, June 4th, 1979.", "C: Thanks. The referral went to the clinic yesterday."))
     assert result.hipaa_risk.phi_before_verification is False
+    # A caller asking the agent's name and the clinic's address asks for no identity details.
+    caller_asks = assess_call_with_rules(_call(
+        OPENING, "C: Hi, what's your name and your address, please?",
+        "A: I'm Sam, at 12 Elm Street. Your date of birth is on file as May 2nd, 1970.",
+        "C: Okay. Can you move my visit?", "A: Sure, can I have your name and date of birth first?",
+        "C: Omar Fitch, June 4th, 1979.", "A: Thanks, it's moved to Monday."))
+    assert caller_asks.hipaa_risk.phi_before_verification is True
 
 
 @pytest.mark.parametrize(("line", "expected"), [

@@ -104,8 +104,8 @@ SPANISH = Lexicon(
                          r"seguro social", r"social", r"últimos (?:cuatro|4)", r"dirección", r"domicilio",
                          r"con quién (?:hablo|tengo el gusto)", r"identidad", r"permiso", r"nombre completo",
                          r"apellido de soltera"),
-    identity_request=_words(r"su (?:nombre|fecha de nacimiento|número de \w+|dirección|domicilio)",
-                            r"(?<!mi )nombre y fecha de nacimiento"),
+    identity_request=_words(r"su (?:fecha de nacimiento|número de (?:miembro|afiliad[oa]|socio|póliza|expediente"
+                            r"|seguro social))", r"(?<!mi )nombre y fecha de nacimiento"),
     asks=_words(r"me (?:puede|podría|da|dice|confirma|proporciona|indica|permite|regala)", r"puede (?:darme|decirme|confirmarme)",
                 r"podría", r"cuál es", r"cuáles son", r"necesito", r"necesitaría", r"por favor", r"dígame", r"deme",
                 r"confírmeme", r"indíqueme", r"confirm\w*", r"verific\w*", r"para (?:proteger|su seguridad)"),

@@ -114,11 +114,11 @@ _IDENTITY_ITEM = _words(r"date of birth", r"birth ?dates?", r"birthdays?", r"dob
                         r"on (?:your|the) (?:chart|file|account)",
                         r"mother's maiden name")
 # A caller never asks for "your date of birth": a "customer" turn asking this is the agent's,
-# put on the wrong side by diarization.
+# put on the wrong side by diarization. Not "your name" or "your address": callers ask the agent's
+# name and the clinic's address.
 _IDENTITY_REQUEST = _words(
-    r"(?:your|the patient'?s|the member'?s|his|her) (?:full )?(?:name|date of birth|birth ?date|birthday|dob"
-    r"|member (?:id|number)|address)", r"(?<!my )(?<!my full )name and (?:date of birth|birth ?date|birthday|dob)",
-    r"date of birth for me")
+    r"(?:your|the patient'?s|the member'?s|his|her) (?:date of birth|birth ?date|birthday|dob|member (?:id|number))",
+    r"(?<!my )(?<!my full )name and (?:date of birth|birth ?date|birthday|dob)", r"date of birth for me")
 _ASKS = _words(r"can you", r"could you", r"would you", r"what(?:'s| is| are)", r"may i", r"can i",
                r"could i", r"let me (?:first )?(?:ask|get|have)", r"please", r"i(?:'ll| will|'d)? need",
                r"give me", r"tell me", r"read me", r"confirm", r"verify", r"check", r"make sure")
