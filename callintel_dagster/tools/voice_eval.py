@@ -39,7 +39,7 @@ from callintel_dagster.engines.voiceprints import build_voiceprints
 from callintel_dagster.tools.demo_calls import AGENT_VOICES, DemoScript, load_truth, write_demo_calls
 from callintel_dagster.tools.report_format import fmt
 
-COUNT_DEV_SEEDS = range(0, 8)
+COUNT_DEV_SEEDS = range(0, 40)
 COUNT_TEST_SEEDS = range(100, 124)
 THREE_VOICE_SHARE = 0.7
 COUNT_DATE = "2026-12-01"
