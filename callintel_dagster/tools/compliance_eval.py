@@ -561,7 +561,7 @@ def render_languages_markdown(section: Mapping[str, Any]) -> list[str]:
         "|---|---|",
         f"| language detected right (calls through audio) | {fmt(detection['accuracy'])} ({counts}) |",
         f"| WER, Spanish test calls (Whisper base), redacted text vs script | {fmt(audio['wer'] if audio else None)} |",
-        f"| WER, English test calls (tiny.en), redacted text vs script | {fmt(section['english_wer'])} |",
+        f"| WER, English test calls (tiny.en, and base where tiny.en was unsure), redacted text vs script | {fmt(section['english_wer'])} |",
         "",
         "| Spanish flag | support | script text P / R / F1 | audio pipeline P / R / F1 |",
         "|---|---|---|---|",
