@@ -30,6 +30,7 @@ from callintel_dagster.engines.audio import SAMPLE_RATE, decode_call_audio
 from callintel_dagster.engines.audio_redaction import write_redacted_copy
 from callintel_dagster.engines.channels import (
     CHANNEL_NAMES,
+    CHANNEL_SPEECH_PAD_MS,
     channel_roles,
     channel_turns,
     own_speech,
@@ -146,7 +147,8 @@ class TranscriptTask:
         """The split-stereo path: (words of both channels, each channel's speech as its speaker's
         turns, transcript turns with the channel map's roles, whether a channel's words came from the
         multilingual model's second opinion)."""
-        speech = own_speech([speech_segments(channel, self.vad) for channel in stereo], stereo, SAMPLE_RATE)
+        vad = dataclasses.replace(self.vad, speech_pad_ms=CHANNEL_SPEECH_PAD_MS)
+        speech = own_speech([speech_segments(channel, vad) for channel in stereo], stereo, SAMPLE_RATE)
         words, labels, fell_back = [], [], False
         for name, channel, regions in zip(CHANNEL_NAMES, stereo, speech):
             heard, channel_fell_back = transcribe_with_fallback(channel, asr)
