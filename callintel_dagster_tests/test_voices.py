@@ -371,3 +371,16 @@ def test_voice_evaluation_calls_split_by_seed_and_cover_the_targets():
     assert any("customer" in s.body["turns"][0] for s in later)  # calls the first-speaker rule gets wrong
     impostor = next(s for s in enrolment if s.name == voice_eval.IMPOSTOR_CALL)
     assert impostor.body["agent_voice"] != voice_eval.AGENT_VOICES[impostor.agent_id]
+
+
+@pytest.mark.slow
+def test_bench_enrolment_evaluation_runs_on_its_own_call_rows(tmp_path):
+    # make bench section 3d: the transcript task on the rows the evaluation builds (no masked-copy
+    # URL among them), enrolment on the first two dates, the voiceprint used on the third.
+    from callintel_dagster.resources.models import ModelSettings
+
+    mine = [s for s in voice_eval.enrolment_scripts() if s.agent_id == "agent-bo"]
+    scripts = [next(s for s in mine if s.body["day"] == day) for day in (0, 1, 2)]
+    result = voice_eval.enrolment_evaluation(tmp_path, ModelSettings(num_speakers=None).transcript_task(), scripts)
+    assert result["scored_calls"] == 1 and result["roles_from_voiceprint"] == 1
+    assert result["role_accuracy_voiceprint"] >= 0.9 and result["impostor_caught"] is None

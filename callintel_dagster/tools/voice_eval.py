@@ -21,6 +21,7 @@ looking at the phrase list of ``engines/align.py``.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import datetime as dt
 import json
 import random
@@ -241,11 +242,14 @@ def role_accuracy(truth_turns: list[dict], turns: pd.DataFrame, roles: dict[str,
     return correct, scored
 
 
-def enrolment_evaluation(blob_root: Path, task: TranscriptTask) -> dict[str, Any]:
-    """Run the transcript task day by day over the enrolment calls, each day with the voiceprints
-    built from the samples of the days before (what the `transcripts` asset does), and score the
-    roles of the later days with the voiceprint and with the phrase / first-speaker rule alone."""
-    scripts = enrolment_scripts()
+def enrolment_evaluation(blob_root: Path, task: TranscriptTask, scripts: list[DemoScript] | None = None) -> dict[str, Any]:
+    """Run the transcript task day by day over the enrolment calls (``scripts``, default all of
+    :func:`enrolment_scripts`), each day with the voiceprints built from the samples of the days
+    before (what the `transcripts` asset does), and score the roles of the later days with the
+    voiceprint and with the phrase / first-speaker rule alone. The task writes no masked copy: the
+    rows here are not stage rows, so they carry no ``redacted_audio_url``."""
+    scripts = enrolment_scripts() if scripts is None else scripts
+    task = dataclasses.replace(task, audio_redaction=None)
     write_demo_calls(blob_root, ENROLMENT_DATES, scripts=scripts)
     samples = pd.DataFrame()
     calls = []
@@ -282,12 +286,12 @@ def enrolment_evaluation(blob_root: Path, task: TranscriptTask) -> dict[str, Any
     def share(key: str) -> float:
         return round(sum(c[key][0] for c in scored) / sum(c[key][1] for c in scored), 4)
 
-    impostor = next(c for c in calls if c["impostor"])
+    impostor = next((c for c in calls if c["impostor"]), None)
     return {
         "agents": list(ENROLLED_AGENTS), "dates": ENROLMENT_DATES, "calls": calls, "scored_calls": len(scored),
         "role_accuracy_voiceprint": share("roles_voiceprint"), "role_accuracy_heuristic": share("roles_heuristic"),
         "roles_from_voiceprint": sum(c["role_source"] == "voiceprint" for c in scored),
-        "impostor_caught": bool(impostor["voice_mismatch"]),
+        "impostor_caught": None if impostor is None else bool(impostor["voice_mismatch"]),
         "false_mismatches": sum(bool(c["voice_mismatch"]) for c in scored),
     }
 
