@@ -14,7 +14,8 @@ Languages: tiny.en knows English only. When more than one language is supported
 (`AsrConfig.languages`), the multilingual model (default: Whisper *base*, CT2 fp16, MIT, shipped in
 two PyPI wheels because of PyPI's size limit) listens to the first 30 s of speech of each call
 (:func:`detect_language`), and a call in another supported language is transcribed by that model in
-that language (:func:`config_for_language`); English calls keep the English model.
+that language (:func:`config_for_language`); English calls keep the English model, unless it is
+unsure of a call and the multilingual model is surer (:func:`transcribe_with_fallback`).
 """
 
 from __future__ import annotations
