@@ -15,7 +15,7 @@ AZURITE_DIR := .tools/azurite
 AZURITE_STAMP := $(AZURITE_DIR)/.installed-$(AZURITE_VERSION)
 AZURITE_PORT ?= 10000
 
-.PHONY: install system-deps test test-fast demo dev bench clean azurite
+.PHONY: install system-deps test test-fast demo dev bench bench-scale clean azurite
 
 install: $(STAMP) $(AZURITE_STAMP)
 
@@ -75,5 +75,9 @@ dev: $(STAMP)
 bench: $(STAMP) system-deps
 	$(BIN)/callintel bench
 
+# Throughput at the issue's size (30 min of audio over 3 dates) and one 2-hour recording: ~1 h on 2 cores.
+bench-scale: $(STAMP) system-deps
+	$(BIN)/callintel bench --throughput --minutes 30 --long-call 120
+
 clean:
-	rm -rf data bench/results.json bench/results.md
+	rm -rf data bench/results.json bench/results.md bench/scale_results.json bench/scale_results.md

@@ -161,6 +161,41 @@ def test_decode_peak_memory_is_about_the_decoded_size(tmp_path):
     assert audio.nbytes <= peak < 1.15 * audio.nbytes, f"peak {peak / 1e6:.0f} MB for {audio.nbytes / 1e6:.0f} MB of audio"
 
 
+@pytest.mark.parametrize("fmt", ["ulaw.wav", "pcm16.wav", "call.flac", "call.mp3"])
+def test_a_window_decodes_to_the_same_samples_as_that_slice_of_the_whole(tmp_path, fmt):
+    """A chunk of a long call decodes only its window: sample for sample the slice of the whole
+    decode, for codecs that seek (PCM, FLAC) and for those that decode from the start (MP3)."""
+    rate = 8000
+    t = np.arange(40 * rate) / rate
+    signal = (0.3 * np.sin(2 * np.pi * 440 * t * (1 + t / 80))
+              + 0.05 * np.random.default_rng(0).standard_normal(t.size)).astype(np.float32)
+    wav = tmp_path / "source.wav"
+    soundfile.write(wav, signal, rate, subtype="PCM_16")
+    path = tmp_path / fmt
+    if fmt == "call.mp3":
+        subprocess.run(["ffmpeg", "-loglevel", "error", "-y", "-i", str(wav), str(path)], check=True)
+    else:
+        soundfile.write(path, signal, rate, subtype="ULAW" if fmt == "ulaw.wav" else None)
+    whole = decode_audio(path)
+    for start, end in [(0.0, 5.0), (7.3, 19.9), (30.0, 40.0), (12.0, None)]:
+        window = decode_audio(path, start_s=start, end_s=end)
+        expected = whole[round(start * SAMPLE_RATE): None if end is None else round(end * SAMPLE_RATE)]
+        assert window.size == expected.size
+        np.testing.assert_allclose(window, expected, atol=1e-6)
+
+
+def test_a_window_of_a_long_file_holds_only_its_own_samples(tmp_path):
+    path = _write_tone(tmp_path / "long.wav", 600)
+    tracemalloc.start()
+    try:
+        window = decode_audio(path, start_s=400.0, end_s=430.0)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert window.size == 30 * SAMPLE_RATE
+    assert peak < 2 * window.nbytes, f"peak {peak / 1e6:.1f} MB for a {window.nbytes / 1e6:.1f} MB window"
+
+
 @pytest.mark.parametrize("bad", [np.nan, np.inf])
 def test_non_finite_samples_are_rejected_naming_the_file(tmp_path, bad):
     samples = np.full(SAMPLE_RATE, 0.1, dtype=np.float32)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import math
 from numbers import Real
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -98,6 +99,8 @@ def test_quick_bench_reports_every_section(tmp_path, capsys):
             "per_date_total_wall_seconds", "range_wall_seconds", "range_audio_seconds_per_wall_second", "range_model_seconds"))
         # One run over the range: each model stage ran once, not once per date.
         assert row["range_model_step_starts"] == dict.fromkeys(bench.MODEL_STEPS, 1)
+        # The run's own process tree (a JVM and Python workers at least), not the bench process.
+        assert 300 < row["range_peak_rss_mb"] and 300 < row["per_date_peak_rss_mb"]
 
     corpus = report["compliance_corpus"]  # --quick: the test part on its script text only
     assert corpus["corpus_calls"] >= 60 and corpus["split_seed"] and corpus["audio_pipeline"] is None
@@ -149,3 +152,44 @@ def test_stage_rows_and_pipeline_flags():
     flags = bench._pipeline_flags(frame)["a"]
     assert flags["billing_detected"] is True
     assert flags["escalation_requested"] is None and flags["overall_sentiment"] is None
+
+
+def test_further_takes_of_a_script_are_new_calls_on_the_same_dates():
+    """Past one round of the demo scripts, `--minutes` adds busier days, not more dates: each take is
+    its own call (name, blob key) with audio of its own (the digest seeds the synthesis)."""
+    from callintel_dagster.tools.demo_calls import DEMO_DATES, load_scripts
+
+    script = load_scripts()[0]
+    assert bench.script_take(script, 0) is script
+    takes = [bench.script_take(script, n) for n in (1, 2)]
+    assert [take.name for take in takes] == [f"{script.name}-take1", f"{script.name}-take2"]
+    assert {take.call_date(DEMO_DATES) for take in takes} == {script.call_date(DEMO_DATES)}
+    digests = {t.sha256(script.call_date(DEMO_DATES)) for t in (script, *takes)}
+    assert len(digests) == 3
+    assert len({t.audio_path(Path("blobs"), DEMO_DATES) for t in (script, *takes)}) == 3
+
+
+@pytest.mark.slow
+def test_long_call_bench_runs_one_joined_recording_through_the_pipeline(tmp_path):
+    """`callintel bench --long-call`: one 8 kHz µ-law recording of the joined demo calls, run in a fresh
+    process; it comes out whole (transcribed to its end, nothing quarantined) with its peak RSS."""
+    import soundfile
+
+    out = tmp_path / "bench"
+    assert cli.main(["--data-dir", str(tmp_path / "data"), "bench", "--long-call", "0.5", "--output-dir", str(out)]) == 0
+    section = json.loads((out / "scale_results.json").read_text())["long_call"]
+    assert "throughput" not in json.loads((out / "scale_results.json").read_text())
+    assert 0.5 <= section["audio_minutes"] < 3, "the demo calls are joined until the length is reached, then it stops"
+    assert section["quarantined"] == [] and section["turns"] > 3 and section["chunks"] == 1
+    assert section["transcribed_until_s"] > 0.8 * section["audio_minutes"] * 60
+    assert section["peak_rss_mb"] > 300 and 0 < section["real_time_factor"] < 5
+    assert 0 < section["transcripts_slot_use"] <= 1.05
+
+    recording = bench.write_long_call(tmp_path / "joined.wav", tmp_path / "sources", 0.2)
+    info = soundfile.info(tmp_path / "joined.wav")
+    assert (info.samplerate, info.channels, info.subtype) == (8000, 1, "ULAW")
+    assert recording == pytest.approx(info.duration) and recording >= 12
+    markdown = (out / "scale_results.md").read_text()
+    assert "## 4c. One long recording" in markdown
+    for table in _tables(markdown):
+        assert len({_cells(line) for line in table}) == 1

@@ -8,6 +8,7 @@ import uuid
 import pandas as pd
 import pytest
 
+from callintel_dagster.engines.spark_calls import call_seconds, plan_tasks
 from callintel_dagster.resources.compute import LocalSparkCompute, decode_payloads
 
 
@@ -34,6 +35,56 @@ def test_map_calls_runs_in_spark_workers_and_isolates_failures(compute):
     assert sorted(rows["n"]) == [0, 2, 4, 6, 8]
     assert sorted(rows["call_id"]) == sorted(calls["call_id"][:5])
     assert os.getpid() not in set(rows["pid"])  # ran in Spark's Python workers, not the driver
+
+
+def _slot_ends(loads: list[float], slots: int) -> list[float]:
+    """When each slot ends if it takes the next task in order as soon as it is free (as Spark does)."""
+    ends = [0.0] * slots
+    for load in loads:
+        ends[ends.index(min(ends))] += load
+    return ends
+
+
+SECONDS = [300.0, 30.0, 30.0, 30.0, 200.0, 30.0, 30.0, 100.0, 30.0, 30.0, 30.0]
+
+
+def test_one_call_per_task_longest_first_ends_both_slots_together():
+    groups = plan_tasks(SECONDS, calls_per_task=1, slots=2)
+    assert sorted(groups) == [[i] for i in range(11)]
+    loads = [SECONDS[group[0]] for group in groups]
+    assert loads == sorted(loads, reverse=True), "the longest call starts first"
+    first, second = _slot_ends(loads, 2)
+    assert abs(first - second) <= 30.0, "the slots end within one short call of each other"
+
+
+def test_batched_tasks_make_whole_rounds_over_the_slots():
+    # 11 calls at 4 per task would be 3 tasks, one slot idle through the third: 4 tasks instead.
+    groups = plan_tasks(SECONDS, calls_per_task=4, slots=2)
+    assert len(groups) == 4 and sorted(i for group in groups for i in group) == list(range(11))
+    loads = [sum(SECONDS[i] for i in group) for group in groups]
+    assert loads == sorted(loads, reverse=True) and groups[0] == [0]
+    assert plan_tasks([5.0], calls_per_task=4, slots=2) == [[0]] and plan_tasks([], 4, 2) == []
+
+
+def test_call_seconds_reads_a_chunks_span_and_survives_missing_durations():
+    assert call_seconds({"duration_s": "61.5"}) == 61.5
+    assert call_seconds({"duration_s": 7200.0, "chunk_start_s": "600.0", "chunk_end_s": "1190.5"}) == 590.5
+    assert call_seconds({"duration_s": "3.0", "chunk_start_s": "nan"}) == 3.0
+    assert call_seconds({"call_id": "x"}) == 1.0
+
+
+def _partition_task(call: dict) -> dict:
+    from pyspark import TaskContext
+
+    return {"rows": [{"partition": TaskContext.get().partitionId()}]}
+
+
+def test_each_planned_group_runs_as_one_spark_task(compute):
+    seconds = [300.0, 30.0, 30.0, 200.0, 30.0, 100.0]
+    calls = pd.DataFrame({"call_id": [f"call-{i:08d}" for i in range(6)], "duration_s": seconds})
+    rows = decode_payloads(compute.map_calls(calls, _partition_task, "planned"))["rows"].set_index("call_id")
+    for task, group in enumerate(plan_tasks(seconds, calls_per_task=2, slots=2)):
+        assert set(rows.loc[[f"call-{i:08d}" for i in group], "partition"]) == {task}
 
 
 def test_no_calls_means_no_spark_job(compute):

@@ -86,15 +86,18 @@ def decode_audio(
     max_duration_s: float | None = None,
     max_bytes: int | None = None,
     channels: int = 1,
+    start_s: float = 0.0,
+    end_s: float | None = None,
 ) -> np.ndarray:
     """Decode any audio file to mono float32 at `sample_rate`, streaming frame by frame; with
     `channels=2`, keep a stereo file's two channels: shape (2, n), left first (a mono file is copied
-    to both).
+    to both). `start_s` / `end_s` decode only that window (a chunk of a long call).
 
     Memory: the samples go straight into one buffer sized from the container's declared duration
     (grown by half, in place where the allocator can, when a header under-declares it), so the peak
     is about the decoded size itself (3 h at 16 kHz: 0.69 GB), not a list of frames plus their
-    concatenated copy (twice that).
+    concatenated copy (twice that). A window holds only its own samples: PCM WAV and FLAC seek to
+    it (their timestamps are exact), other codecs decode from the start and drop what comes before.
     Raises `AudioDecodeError` naming the file when it exceeds `max_bytes` or `max_duration_s`
     (checked before the buffer grows past the limit, so a 4-hour file never sits in memory whole),
     or when a sample is NaN or infinite (a float WAV can carry them; every model would turn them
@@ -108,25 +111,60 @@ def decode_audio(
         raise AudioDecodeError(f"{path.name}: {size} bytes exceeds the {max_bytes}-byte limit")
     resampler = av.AudioResampler(format="flt", layout="mono" if channels == 1 else "stereo", rate=sample_rate)
     limit = None if max_duration_s is None else int(max_duration_s * sample_rate) * channels
+    window = None if end_s is None else round((end_s - start_s) * sample_rate) * channels
     try:
         with av.open(str(path), metadata_errors="ignore") as container:
             if not container.streams.audio:
                 raise AudioDecodeError(f"{path.name}: no audio stream")
             # Interleaved samples: the buffer counts `channels` values per sample instant.
-            buffer = _SampleBuffer(
-                path.name, _declared_samples(container, sample_rate) * channels, limit, max_duration_s, sample_rate * channels
-            )
+            declared = _declared_samples(container, sample_rate) * channels
+            buffer = _SampleBuffer(path.name, declared if window is None else window, limit, max_duration_s,
+                                   sample_rate * channels)
+            # From a little earlier, so the resampler's filter is settled when the window starts.
+            seeked = start_s > 0 and _seek(container, max(0.0, start_s - _RESAMPLER_PREROLL_S))
+            to_skip = None if seeked else round(start_s * sample_rate) * channels
             for frame in container.decode(audio=0):
+                if to_skip is None:  # the first frame after a seek says where decoding resumed
+                    landed = float(frame.pts * frame.time_base) if frame.pts is not None else start_s
+                    to_skip = round(max(0.0, start_s - landed) * sample_rate) * channels
                 for out in resampler.resample(frame):
-                    buffer.append(out.to_ndarray().reshape(-1))
-            for out in resampler.resample(None):
-                buffer.append(out.to_ndarray().reshape(-1))
+                    to_skip = _append_window(buffer, out.to_ndarray().reshape(-1), to_skip, window)
+                if window is not None and buffer.size >= window:
+                    break
+            else:
+                for out in resampler.resample(None):
+                    to_skip = _append_window(buffer, out.to_ndarray().reshape(-1), to_skip or 0, window)
     except AudioDecodeError:
         raise
     except (av.error.FFmpegError, UnicodeDecodeError, ValueError) as exc:
         raise AudioDecodeError(f"{path.name}: decoding failed ({_reason(exc)})") from exc
     samples = buffer.samples()
     return samples if channels == 1 else np.ascontiguousarray(samples.reshape(-1, channels).T)
+
+
+# Codecs whose decoded frames after a seek carry exact timestamps, so a window can start there.
+_EXACT_SEEK_CODECS = ("pcm_", "flac")
+_RESAMPLER_PREROLL_S = 0.1
+
+
+def _seek(container, start_s: float) -> bool:
+    """Seek to at most `start_s` where the codec's timestamps make that exact; whether it did."""
+    stream = container.streams.audio[0]
+    if not stream.codec_context.name.startswith(_EXACT_SEEK_CODECS) or stream.time_base is None:
+        return False
+    container.seek(int(start_s / stream.time_base), stream=stream, backward=True, any_frame=False)
+    return True
+
+
+def _append_window(buffer: _SampleBuffer, chunk: np.ndarray, to_skip: int, window: int | None) -> int:
+    """Append what of `chunk` lies in the window; the samples still to skip before it starts."""
+    dropped = min(to_skip, chunk.size)
+    chunk = chunk[dropped:]
+    if window is not None:
+        chunk = chunk[: max(0, window - buffer.size)]
+    if chunk.size:
+        buffer.append(chunk)
+    return to_skip - dropped
 
 
 def _declared_samples(container, sample_rate: int) -> int:
@@ -172,7 +210,8 @@ class _SampleBuffer:
         return self.data
 
 
-def decode_call_audio(call: Mapping[str, Any], sample_rate: int = SAMPLE_RATE, channels: int = 1) -> np.ndarray:
+def decode_call_audio(call: Mapping[str, Any], sample_rate: int = SAMPLE_RATE, channels: int = 1,
+                      start_s: float = 0.0, end_s: float | None = None) -> np.ndarray:
     """The one decode of a call in a model stage, checked against what the earlier stages recorded.
 
     `call` is a model-stage call row (values may arrive as strings from Spark): `audio_url` (an
@@ -181,7 +220,7 @@ def decode_call_audio(call: Mapping[str, Any], sample_rate: int = SAMPLE_RATE, c
     `duration_s` the VAD stage decoded under the configured duration limit. A recording replaced
     since then (same key, new content) is refused, because its rows upstream describe other audio;
     the decode is capped at the measured duration (+1 s), so the model stages inherit the configured
-    size and duration limits.
+    size and duration limits. `start_s` / `end_s`: only that window (one chunk of a long call).
     """
     url = str(call["audio_url"])
     expected_size, expected_sha = int(float(call["size_bytes"])), str(call["checksum_sha256"])
@@ -197,6 +236,6 @@ def decode_call_audio(call: Mapping[str, Any], sample_rate: int = SAMPLE_RATE, c
             if size != expected_size or sha256_of(path) != expected_sha:
                 raise changed(f"{size} bytes now, {expected_size} inventoried, or a different checksum")
             return decode_audio(path, sample_rate, max_duration_s=float(call["duration_s"]) + 1.0, max_bytes=expected_size,
-                                channels=channels)
+                                channels=channels, start_s=start_s, end_s=end_s)
     except BlobTooLargeError as exc:
         raise changed(f"more than the {expected_size} bytes inventoried") from exc

@@ -11,6 +11,7 @@ recording becomes one quarantined call instead of a failed Spark job.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
 from collections.abc import Callable, Iterator
@@ -86,6 +87,37 @@ def _spark_partition_runner(task: CallTask, threads: int) -> Callable[[Iterator[
     return run
 
 
+def call_seconds(call: dict[str, Any]) -> float:
+    """The audio a call row puts in its task: a long call's chunk its own span, else the call's
+    duration; 1 s when the row does not say, so calls of unknown length are spread by count."""
+    with contextlib.suppress(KeyError, TypeError, ValueError):
+        if str(call.get("chunk_start_s", "")) not in ("", "nan", "None"):
+            return float(call["chunk_end_s"]) - float(call["chunk_start_s"])
+        return float(call["duration_s"])
+    return 1.0
+
+
+def plan_tasks(seconds: list[float], calls_per_task: int, slots: int) -> list[list[int]]:
+    """Calls (by index) grouped into Spark tasks, heaviest task first, so every slot stays busy.
+
+    At least one task per slot, and a whole number of rounds over the slots (3 tasks on 2 slots
+    leave one slot idle through the last); about `calls_per_task` calls each. Longest calls first,
+    each to the task with the least audio so far: the tasks end close together, and as Spark starts
+    tasks in order, the longest start first.
+    """
+    n = len(seconds)
+    if n == 0:
+        return []
+    wanted = max(-(-n // max(1, calls_per_task)), slots)
+    n_tasks = min(n, -(-wanted // slots) * slots)
+    loads, groups = [0.0] * n_tasks, [[] for _ in range(n_tasks)]
+    for index in sorted(range(n), key=lambda i: -seconds[i]):
+        target = min(range(n_tasks), key=lambda t: (loads[t], len(groups[t])))
+        loads[target] += seconds[index]
+        groups[target].append(index)
+    return [groups[t] for t in sorted(range(n_tasks), key=lambda t: -loads[t])]
+
+
 def map_calls_on_spark(
     spark, calls: pd.DataFrame, task: CallTask, description: str, *, calls_per_task: int, task_cpus: int
 ) -> pd.DataFrame:
@@ -102,8 +134,13 @@ def map_calls_on_spark(
             StructField("seconds", DoubleType(), False),
         ]
     )
-    # Batch calls per task (one model load amortised over them), but never leave a slot idle.
-    n_tasks = max(-(-len(calls) // calls_per_task), min(len(calls), spark.sparkContext.defaultParallelism))
-    frame = spark.createDataFrame(calls.astype(str)).repartition(n_tasks)
+    records = calls.astype(str).to_dict("records")
+    groups = plan_tasks([call_seconds(call) for call in calls.to_dict("records")], calls_per_task,
+                        spark.sparkContext.defaultParallelism)
+    columns = list(calls.columns)
+    # One planned group per partition (parallelize slices a list of n items into n partitions of one).
+    rows = spark.sparkContext.parallelize([[tuple(records[i][c] for c in columns) for i in group] for group in groups],
+                                          len(groups)).flatMap(lambda group: group)
+    frame = spark.createDataFrame(rows, StructType([StructField(c, StringType(), True) for c in columns]))
     result = frame.mapInPandas(_spark_partition_runner(task, task_cpus), schema).toPandas()
     return result[RESULT_COLUMNS]

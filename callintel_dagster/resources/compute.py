@@ -46,7 +46,9 @@ class LocalSparkCompute(CallCompute):
     master: str = Field(default="local[*]", description="Spark master URL; `local[N]` caps the cores used.")
     task_cpus: int = Field(default=1, description="Cores per Spark task; torch uses this many intra-op threads.")
     calls_per_task: int = Field(
-        default=4, description="Most calls batched into one Spark task; a day with fewer calls than slots gets a task per call."
+        default=1,
+        description="About how many calls one Spark task takes (engines/spark_calls.plan_tasks). 1: each call is a task, "
+        "longest first, so the slots end together; more only pays where a task batches its calls' model inputs (a GPU).",
     )
     driver_memory: str = Field(default="2g", description="spark.driver.memory for the local JVM.")
 

@@ -39,6 +39,7 @@ import contextlib
 import dataclasses
 import datetime as dt
 import importlib.metadata
+import itertools
 import json
 import os
 import platform
@@ -51,7 +52,7 @@ from pathlib import Path
 from typing import Any
 
 from callintel_dagster.tools import channel_eval, compliance_eval, gpu_bench, voice_eval
-from callintel_dagster.tools.demo_calls import DEMO_DATES
+from callintel_dagster.tools.demo_calls import DEMO_DATES, DemoScript
 from callintel_dagster.tools.report_format import fmt, prf
 
 # Stages whose work the sequential baseline repeats (decode + VAD, ASR + diarization, tone).
@@ -62,6 +63,8 @@ VERSIONED_PACKAGES = (
     "silero-vad", "Resemblyzer", "scikit-learn", "pandas", "numpy",
 )
 QUICK_MINUTES = 1.0
+# `--throughput`: the issue's size for the speed-up target (>= 30 min of audio over >= 3 dates).
+SCALE_MINUTES = 30.0
 QUICK_REPEATS = 1
 FULL_REPEATS = 3
 
@@ -70,6 +73,8 @@ def main(args: argparse.Namespace) -> int:
     """Run every section, write `results.json` + `results.md` into `args.output_dir`, print the md."""
     if args.gpu:
         return gpu_main(args)
+    if args.throughput or args.long_call:
+        return scale_main(args)
     started_at = _now()
     started = time.perf_counter()
     minutes = QUICK_MINUTES if args.quick and args.minutes is None else (args.minutes or 8.0)
@@ -151,6 +156,41 @@ def gpu_main(args: argparse.Namespace) -> int:
     (output_dir / "gpu_results.json").write_text(json.dumps(report, indent=2, default=_json_default))
     (output_dir / "gpu_results.md").write_text(markdown)
     print(markdown, flush=True)
+    return 0
+
+
+def scale_main(args: argparse.Namespace) -> int:
+    """`callintel bench --throughput` / `--long-call MINUTES`: sections 4 and 4b at a size the full
+    bench does not run (default 30 min of audio over the 3 demo dates, project executor only), and/or
+    4c, one long recording; into `scale_results.json` / `scale_results.md`."""
+    from callintel_dagster.engines.reference import sample_call_path
+
+    started = time.perf_counter()
+    output_dir = (args.output_dir or Path("bench")).resolve()
+    models_root = args.data_dir.resolve() / "models"
+    report: dict[str, Any] = {"machine": machine_info(), "started_at": _now()}
+    tone_model_section(models_root / "tone")
+    lines = []
+    with tempfile.TemporaryDirectory(prefix="callintel-scale-") as work:
+        if args.throughput:
+            minutes = args.minutes or SCALE_MINUTES
+            _progress("loading the models in this process for the plain loop (the sample call once)")
+            _sample_pass(sample_call_path(), str(models_root / "tone"))
+            throughput, _, _ = throughput_section(Path(work), models_root, minutes)
+            executors = executor_section(Path(work), models_root, throughput["dates"], throughput["audio_minutes"] * 60,
+                                         {name: factory for name, factory in EXECUTORS.items() if factory == "project_pipeline_job"})
+            report |= {"throughput": throughput, "executors": executors}
+            lines += [*_throughput_markdown(throughput), *_executor_markdown(executors, throughput["baseline"]["wall_seconds"])]
+        if args.long_call:
+            report["long_call"] = long_call_section(Path(work) / "long-call", models_root, args.long_call)
+            lines += _long_call_markdown(report["long_call"])
+    report |= {"finished_at": _now(), "total_seconds": round(time.perf_counter() - started, 1)}
+    output_dir.mkdir(parents=True, exist_ok=True)
+    markdown = "\n".join([f"# CallIntel benchmark at scale ({report['started_at']}, {report['total_seconds']} s)", "", *lines])
+    (output_dir / "scale_results.json").write_text(json.dumps(report, indent=2, default=_json_default))
+    (output_dir / "scale_results.md").write_text(markdown)
+    print(markdown, flush=True)
+    _progress(f"wrote {output_dir / 'scale_results.json'} and {output_dir / 'scale_results.md'}")
     return 0
 
 
@@ -482,7 +522,8 @@ def multiprocess_pipeline_job():
     return dg.Definitions(assets=ASSETS, jobs=[job], resources=build_resources("local")).resolve_job_def(job.name)
 
 
-def executor_section(work: Path, models_root: Path, dates: list[str], audio_s: float) -> dict[str, Any]:
+def executor_section(work: Path, models_root: Path, dates: list[str], audio_s: float,
+                     executors: dict[str, str] = EXECUTORS) -> dict[str, Any]:
     """`call_pipeline_job` launched the way the daemon launches it: each run in a fresh process,
     through `execute_job` on a persistent DagsterInstance, under the job's own executor. Each date as
     its own run (sensor runs), then the whole range as one run (a UI backfill: single-run policy).
@@ -494,7 +535,7 @@ def executor_section(work: Path, models_root: Path, dates: list[str], audio_s: f
     )
 
     section: dict[str, Any] = {"audio_minutes": round(audio_s / 60, 2), "dates": dates, "executors": {}}
-    for name, factory in EXECUTORS.items():
+    for name, factory in executors.items():
         _progress(f"as users run it, {name}: {len(dates)} per-date run(s), then one range run")
         per_date = [_fresh_process_run(work / f"{factory}-per-date", work / "blobs", models_root, factory,
                                        {"dagster/partition": day}) for day in dates]
@@ -509,6 +550,8 @@ def executor_section(work: Path, models_root: Path, dates: list[str], audio_s: f
             "range_audio_seconds_per_wall_second": round(audio_s / ranged["process_seconds"], 3),
             "range_model_step_starts": ranged["model_step_starts"],
             "range_model_seconds": ranged["model_seconds"],
+            "per_date_peak_rss_mb": max(run["peak_rss_mb"] for run in per_date),
+            "range_peak_rss_mb": ranged["peak_rss_mb"],
         }
     return section
 
@@ -531,15 +574,18 @@ def _fresh_process_run(root: Path, blob_root: Path, models_root: Path, factory: 
     code = ("import json, sys; from callintel_dagster.tools.bench import run_pipeline_once; "
             "print(json.dumps(run_pipeline_once(sys.argv[1], json.loads(sys.argv[2]))))")
     started = time.perf_counter()
-    done = subprocess.run([sys.executable, "-c", code, factory, json.dumps(tags)], env=env, capture_output=True, text=True)
+    process = subprocess.Popen([sys.executable, "-c", code, factory, json.dumps(tags)], env=env,
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    with MemorySampler(pid=process.pid) as memory:
+        stdout, stderr = process.communicate()
     wall = time.perf_counter() - started
-    if done.returncode != 0:
-        raise RuntimeError(f"{factory} {tags} failed: {done.stderr[-3000:]}")
-    result = json.loads(done.stdout.strip().splitlines()[-1])
+    if process.returncode != 0:
+        raise RuntimeError(f"{factory} {tags} failed: {stderr[-3000:]}")
+    result = json.loads(stdout.strip().splitlines()[-1])
     if not result["success"]:
         raise RuntimeError(f"{factory} {tags} failed: {result['failure']}")
-    _progress(f"{factory} {tags}: {wall:.1f} s")
-    return result | {"process_seconds": round(wall, 2)}
+    _progress(f"{factory} {tags}: {wall:.1f} s, peak RSS {memory.peak_mb:.0f} MB")
+    return result | {"process_seconds": round(wall, 2), "peak_rss_mb": memory.peak_mb}
 
 
 def run_pipeline_once(factory: str, tags: dict[str, str]) -> dict[str, Any]:
@@ -552,45 +598,150 @@ def run_pipeline_once(factory: str, tags: dict[str, str]) -> dict[str, Any]:
     with dg.DagsterInstance.get() as instance:
         result = dg.execute_job(dg.reconstructable(getattr(bench, factory)), instance=instance, tags=tags)
         starts = [entry.dagster_event.step_key for entry in instance.all_logs(result.run_id, of_type=DagsterEventType.STEP_START)]
-        model_seconds = sum(
-            float(event.materialization.metadata["model_seconds"].value)
-            for event in result.get_asset_materialization_events()
-            if "model_seconds" in event.materialization.metadata
-        )
+        stages = {name: meta for name, meta in _materialization_metadata(result).items() if "model_seconds" in meta}
         return {
             "success": result.success,
             "failure": None if result.success else _failure(instance, result.run_id),
             "model_step_starts": {step: starts.count(step) for step in MODEL_STEPS},
-            "model_seconds": round(model_seconds, 2),
+            "model_seconds": round(sum(float(meta["model_seconds"]) for meta in stages.values()), 2),
+            "model_stages": {name: {key: meta[key] for key in ("wall_seconds", "model_seconds")} for name, meta in stages.items()},
         }
 
 
+# --- 4c. one long recording ---------------------------------------------------------------------------
+
+LONG_CALL_KEY = "agent-ana__long-call.wav"
+LONG_CALL_GAP_S = 1.5  # silence between the joined calls: the cut points the chunk planner looks for
+
+
+def long_call_section(work: Path, models_root: Path, minutes: float) -> dict[str, Any]:
+    """One recording of `minutes` (the demo calls joined, 8 kHz µ-law as phone recorders write
+    them) through `call_pipeline_job` in a fresh process under the project's executor: wall, RTF,
+    the peak RSS of that process and its Spark JVM and workers, how the long call was cut into
+    chunks and how busy the Spark slots were in `transcripts`, and that the call came out whole."""
+    date = DEMO_DATES[0]
+    recording = work / "blobs" / date / LONG_CALL_KEY
+    audio_s = write_long_call(recording, work / "sources", minutes)
+    _progress(f"long call: {audio_s / 60:.1f} min in {recording}")
+    run = _fresh_process_run(work, work / "blobs", models_root, "project_pipeline_job", {"dagster/partition": date})
+    tables = _read_tables(work / "lakehouse", ("transcripts", "quarantined_calls", "valid_segments"))
+    turns, quarantine = tables["transcripts"], tables["quarantined_calls"]
+    transcripts_stage = run["model_stages"].get("transcripts", {})
+    slots = os.cpu_count() or 1
+    busy = (float(transcripts_stage["model_seconds"]) / (float(transcripts_stage["wall_seconds"]) * slots)
+            if transcripts_stage else None)
+    return {
+        "audio_minutes": round(audio_s / 60, 2),
+        "recording": f"{date}/{LONG_CALL_KEY}",
+        "chunk_s": _default_chunk_s(),
+        "chunks": len(_planned_chunks(tables["valid_segments"], audio_s)),
+        "wall_seconds": run["process_seconds"],
+        "real_time_factor": round(run["process_seconds"] / audio_s, 4),
+        "peak_rss_mb": run["peak_rss_mb"],
+        "transcripts_wall_seconds": transcripts_stage.get("wall_seconds"),
+        "transcripts_task_seconds": transcripts_stage.get("model_seconds"),
+        "transcripts_slot_use": round(busy, 3) if busy is not None else None,
+        "spark_slots": slots,
+        "turns": int(len(turns)),
+        "speakers": int(turns["speaker"].nunique()) if len(turns) else 0,
+        "transcribed_until_s": round(float(turns["end_s"].max()), 1) if len(turns) else None,
+        "quarantined": sorted(set(quarantine["reason"])) if len(quarantine) else [],
+    }
+
+
+def write_long_call(target: Path, sources_root: Path, minutes: float) -> float:
+    """Join the demo calls (in script order, again and again, `LONG_CALL_GAP_S` of silence between
+    them) into one 8 kHz µ-law WAV of at least `minutes`, written a call at a time; its seconds."""
+    import numpy as np
+    import soundfile as sf
+
+    from callintel_dagster.engines.audio import decode_audio
+    from callintel_dagster.tools.demo_calls import iter_truth, write_demo_calls
+
+    rate = 8000
+    write_demo_calls(sources_root)
+    sources = [path for path, truth in iter_truth(sources_root) if truth["duration_s"]]
+    gap = np.zeros(round(LONG_CALL_GAP_S * rate), dtype=np.float32)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    wanted = minutes * 60 * rate
+    with sf.SoundFile(target, "w", samplerate=rate, channels=1, subtype="ULAW") as out:
+        for path in itertools.cycle(sources):
+            out.write(np.concatenate([decode_audio(path, rate), gap]))
+            if out.frames >= wanted:
+                return out.frames / rate
+
+
+def _planned_chunks(segments, audio_s: float) -> list[tuple[float, float]]:
+    """The chunks `transcripts` cut the long call into: the planner on the stored speech segments."""
+    from callintel_dagster.engines.chunking import plan_chunks
+
+    speech = segments[segments["kind"] == "speech"].sort_values("start_s")
+    return plan_chunks(list(zip(speech["start_s"], speech["end_s"])), audio_s, _default_chunk_s())
+
+
+def _default_chunk_s() -> float:
+    from callintel_dagster.resources.models import ModelSettings
+
+    return float(ModelSettings().long_call_chunk_s)
+
+
+def _read_tables(lakehouse_root: Path, names: tuple[str, ...]) -> dict[str, Any]:
+    from callintel_dagster.resources.lakehouse import DeltaLakehouse
+
+    lakehouse = DeltaLakehouse(root=str(lakehouse_root))
+    return {name: lakehouse.read(name) for name in names}
+
+
+def _long_call_markdown(section: dict[str, Any]) -> list[str]:
+    return [
+        f"## 4c. One long recording ({section['audio_minutes']} min, {section['recording']})",
+        "",
+        "The demo calls joined into one 8 kHz µ-law file, through `call_pipeline_job` in a fresh process "
+        "under the project's executor; RSS = that process, its Spark JVM and Python workers.",
+        "",
+        "| figure | value |",
+        "|---|---|",
+        f"| run wall s (with process start) / real-time factor | {fmt(section['wall_seconds'])} / {fmt(section['real_time_factor'])} |",
+        f"| peak RSS, MB | {fmt(section['peak_rss_mb'])} |",
+        f"| chunks of ≤ {fmt(section['chunk_s'])} s | {section['chunks']} |",
+        f"| `transcripts`: wall s / task s / slot use ({section['spark_slots']} slots) | "
+        f"{fmt(section['transcripts_wall_seconds'])} / {fmt(section['transcripts_task_seconds'])} / "
+        f"{fmt(section['transcripts_slot_use'])} |",
+        f"| turns / speakers / last turn ends at s | {section['turns']} / {section['speakers']} / "
+        f"{fmt(section['transcribed_until_s'])} |",
+        f"| quarantined | {'; '.join(section['quarantined']) or 'nothing'} |",
+        "",
+    ]
+
+
 def prepare_bench_calls(blob_root: Path, minutes: float) -> list[str]:
-    """Scripted demo calls, added in script order until their audio reaches `minutes`.
+    """Scripted demo calls, added in script order until their audio reaches `minutes`, on the demo dates.
 
-    The first round uses the demo dates; each further round the next three days, so repeating the
-    scripts gives new partitions (and new call ids) rather than overwriting the same files.
+    Past one round of the scripts, each further round adds another take of every script on the same
+    dates (a busier day, as a larger `--minutes` means): its name gains ``-take<n>`` and its body the
+    take, so its audio is synthesized anew (other seed) rather than copied.
     """
-    from callintel_dagster.tools.demo_calls import (
-        load_scripts,
-        load_truth,
-        write_demo_calls,
-    )
+    from callintel_dagster.tools.demo_calls import load_scripts, load_truth, write_demo_calls
 
-    scripts = load_scripts()
-    first = dt.date.fromisoformat(DEMO_DATES[0])
-    total_s, dates, rounds = 0.0, set(), 0
+    total_s, dates, take = 0.0, set(), 0
     while True:
-        round_dates = [(first + dt.timedelta(days=rounds * len(DEMO_DATES) + n)).isoformat()
-                       for n in range(len(DEMO_DATES))]
+        scripts = [script_take(script, take) for script in load_scripts()]
         for script in scripts:
-            [path] = write_demo_calls(blob_root, round_dates, names={script.name})
+            [path] = write_demo_calls(blob_root, DEMO_DATES, names={script.name}, scripts=scripts)
             truth = load_truth(path)
             dates.add(truth["call_date"])
             total_s += truth["duration_s"] or 0.0
             if total_s >= minutes * 60:
                 return sorted(dates)
-        rounds += 1
+        take += 1
+
+
+def script_take(script: DemoScript, take: int) -> DemoScript:
+    """Take `take` of a demo script: the script itself for 0, else a copy named ``-take<n>`` whose
+    body (and so its audio's seed) differs by the take."""
+    if take == 0:
+        return script
+    return DemoScript(f"{script.name}-take{take}", {**script.body, "take": take})
 
 
 def _pipeline_resources(work: Path, models_root: Path) -> dict:
@@ -709,12 +860,14 @@ def sequential_baseline(paths: list[Path], tone_dir: str) -> dict[str, Any]:
 
 
 class MemorySampler:
-    """Peak resident memory of this process plus all its descendants (Spark's JVM and its Python
+    """Peak resident memory of a process plus all its descendants (Spark's JVM and its Python
     workers), sampled from a background thread; a child that lives between two samples is missed,
-    so this is a lower bound on the true peak."""
+    so this is a lower bound on the true peak. The process is this one, or `pid` (a run in a fresh
+    process, without this process's own models and Spark)."""
 
-    def __init__(self, interval_s: float = 0.2) -> None:
+    def __init__(self, interval_s: float = 0.2, pid: int | None = None) -> None:
         self.interval_s = interval_s
+        self.pid = pid
         self.peak_bytes = 0
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="bench-memory", daemon=True)
@@ -734,10 +887,17 @@ class MemorySampler:
     def _run(self) -> None:
         import psutil
 
-        me = psutil.Process()
+        try:
+            root = psutil.Process(self.pid)
+        except psutil.Error:  # it has ended already
+            return
         while True:
             total = 0
-            for process in (me, *me.children(recursive=True)):
+            try:
+                tree = [root, *root.children(recursive=True)]
+            except psutil.Error:  # it has ended
+                tree = []
+            for process in tree:
                 with contextlib.suppress(psutil.Error):
                     total += process.memory_info().rss
             self.peak_bytes = max(self.peak_bytes, total)
@@ -848,6 +1008,17 @@ def render_markdown(report: dict[str, Any]) -> str:
         *compliance_eval.render_markdown(report["compliance_corpus"]),
         *compliance_eval.render_languages_markdown(report["languages"]),
         *voice_eval.render_markdown(report["voices"]),
+        *_throughput_markdown(tput),
+        *_executor_markdown(report["executors"], base["wall_seconds"]),
+        *channel_eval.render_markdown(report["channels"]),
+        *gpu_bench.render_markdown(report["gpu"]),
+    ]
+    return "\n".join(lines)
+
+
+def _throughput_markdown(tput: dict[str, Any]) -> list[str]:
+    base = tput["baseline"]
+    return [
         f"## 4. Throughput end to end ({tput['calls']} calls, {tput['audio_minutes']} min of audio, "
         f"{len(tput['dates'])} date(s), {tput['spark_slots']} Spark slots)",
         "",
@@ -877,11 +1048,7 @@ def render_markdown(report: dict[str, Any]) -> str:
         "plain loop was faster: see the per-date walls (the first date pays Spark start-up and the worker "
         "model loads) and the gap between a stage's wall and its Spark wall (Delta MERGE, schema checks).",
         "",
-        *_executor_markdown(report["executors"], base["wall_seconds"]),
-        *channel_eval.render_markdown(report["channels"]),
-        *gpu_bench.render_markdown(report["gpu"]),
     ]
-    return "\n".join(lines)
 
 
 def _executor_markdown(section: dict[str, Any], loop_wall: float) -> list[str]:
@@ -894,13 +1061,14 @@ def _executor_markdown(section: dict[str, Any], loop_wall: float) -> list[str]:
         "backfill under the single-run policy). Every run starts from an empty lakehouse.",
         "",
         "| executor | per-date runs, wall s | audio s / wall s | vs loop | range run, wall s | audio s / wall s | vs loop "
-        "| model step runs in the range run |",
-        "|---|---|---|---|---|---|---|---|",
+        "| model step runs in the range run | peak RSS MB, per date / range |",
+        "|---|---|---|---|---|---|---|---|---|",
         *(f"| {name} | {fmt(row['per_date_total_wall_seconds'])} ({', '.join(fmt(w) for w in row['per_date_wall_seconds'])}) "
           f"| {fmt(row['per_date_audio_seconds_per_wall_second'])} | {fmt(round(loop_wall / row['per_date_total_wall_seconds'], 3))}× "
           f"| {fmt(row['range_wall_seconds'])} | {fmt(row['range_audio_seconds_per_wall_second'])} "
           f"| {fmt(round(loop_wall / row['range_wall_seconds'], 3))}× "
-          f"| {', '.join(f'{step} {n}' for step, n in row['range_model_step_starts'].items())} |"
+          f"| {', '.join(f'{step} {n}' for step, n in row['range_model_step_starts'].items())} "
+          f"| {fmt(row['per_date_peak_rss_mb'])} / {fmt(row['range_peak_rss_mb'])} |"
           for name, row in section["executors"].items()),
         "",
     ]

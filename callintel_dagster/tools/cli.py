@@ -114,10 +114,15 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("warm-cache", help="build the persistent numba cache the model workers read (once per user and library versions)")
     sub.add_parser("powerbi", help="render powerbi/ (Power BI project, Databricks SQL views) from star_schema.py")
     bench = sub.add_parser("bench", help="measure quality and throughput in one run; writes bench/results.{json,md}")
-    bench.add_argument("--minutes", type=float, default=None, help="demo audio to process for throughput (default 8)")
+    bench.add_argument("--minutes", type=float, default=None, help="demo audio to process for throughput (default 8; 30 with --throughput)")
     bench.add_argument("--quick", action="store_true", help="tiny setting (about 1 min of audio, 1 warm run) for tests")
     bench.add_argument("--output-dir", type=Path, default=None, help="where results.json/.md go (default bench/)")
     bench.add_argument("--gpu", action="store_true", help="only the GPU section (random-weight models): gpu_results.{json,md}")
+    bench.add_argument("--throughput", action="store_true",
+                       help="only the throughput sections (4, 4b with the project's executor) at scale: --minutes, default 30; "
+                       "writes scale_results.{json,md}")
+    bench.add_argument("--long-call", type=float, default=None, metavar="MINUTES",
+                       help="only (or with --throughput also) one recording of MINUTES through the pipeline: wall, RSS, chunks")
     bench.add_argument("--gpu-device", default="cuda", help="with --gpu: cuda (default), or cpu for tiny shapes on the same code path")
     args = parser.parse_args(argv)
     data_dir = args.data_dir.resolve()
