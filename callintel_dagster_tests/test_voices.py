@@ -192,6 +192,18 @@ def test_solo_speech_leaves_out_overlap():
     assert solo == {"A": [(0.0, 3.0), (6.0, 8.0)], "B": [(4.0, 5.5)]}
 
 
+def test_an_embedding_of_a_long_call_hears_a_bounded_sample_from_all_of_it():
+    """A 2-hour call's speaker embeds at most EMBEDDING_MAX_SPEECH_S of speech, taken across the
+    call (an agent handing over after an hour is still heard); a normal call's spans are all used."""
+    short = [(0.0, 30.0), (40.0, 90.0)]
+    assert voiceprints.spread_sample(short, 600.0) is short
+    long = [(i * 10.0, i * 10.0 + 8.0) for i in range(720)]  # 8 s of every 10 s for two hours
+    sample = voiceprints.spread_sample(long, 600.0)
+    assert sum(end - start for start, end in sample) == pytest.approx(600.0)
+    assert sample[0] == long[0] and sample[-1][0] > 5000.0, "reaches the second hour"
+    assert all(any(s >= a and e <= b for a, b in long) for s, e in sample), "only speech the speaker spoke"
+
+
 def test_a_voice_mismatch_raises_the_qa_priority():
     raw = pd.DataFrame([{"call_id": c, "call_date": dt.date(2026, 12, 1), "agent_id": "agent-ana", "duration_s": 30.0,
                          "status": "ok"} for c in ("call-ok-0000001", "call-bad-000001")])

@@ -106,8 +106,10 @@ MULTILINGUAL_SIDE_FILES = ("config.json", "tokenizer.json", "vocabulary.json")  
 MULTILINGUAL_MODEL_BIN_SIZE = 145_217_607
 MULTILINGUAL_MODEL_BIN_SHA256 = "905e5bf8336bcc625ba4e33498d675a4b935504118c594d868c36e91a60c1a57"
 MULTILINGUAL_DIRNAME = "whisper-base"
-# faster-whisper's detection window: the first 30 s of speech (one Whisper segment).
+# faster-whisper's detection window: the first 30 s of speech (one Whisper segment), found in the
+# call's first 10 minutes.
 DETECTION_SEGMENTS = 1
+DETECTION_WINDOW_S = 600.0
 
 
 def multilingual_model_dir(models_dir: str | Path) -> Path:
@@ -177,8 +179,8 @@ def detect_language(audio: np.ndarray, config: AsrConfig) -> tuple[str, float | 
     """The call's language among `config.supported_languages()` and Whisper's probability for it.
 
     One supported language means no detection: `(that language, None)`. Otherwise the multilingual
-    model scores the first 30 s of speech (faster-whisper's silero VAD drops the silence and music
-    first; a call with no speech at all is scored as it is) and the most probable *supported*
+    model scores the first 30 s of speech in the first `DETECTION_WINDOW_S` (faster-whisper's silero
+    VAD drops the silence and music first; a call with no speech at all is scored as it is) and the most probable *supported*
     language wins: the downstream lexicons know only those, so a French call is not labelled "fr"
     and then treated as English.
     """
@@ -188,7 +190,9 @@ def detect_language(audio: np.ndarray, config: AsrConfig) -> tuple[str, float | 
     if len(supported) == 1:
         return supported[0], None
     model = load_whisper(multilingual_config(config))
-    samples = audio.astype(np.float32, copy=False)
+    # The opening minutes hold the first 30 s of speech of any call; faster-whisper would run its VAD
+    # and features over all of a 2-hour call (gigabytes) to find them.
+    samples = audio[: int(DETECTION_WINDOW_S * SAMPLE_RATE)].astype(np.float32, copy=False)
     try:
         _, _, probabilities = model.detect_language(samples, vad_filter=True, language_detection_segments=DETECTION_SEGMENTS)
     except ValueError:  # the VAD found no speech: nothing to concatenate
@@ -226,9 +230,15 @@ def load_whisper(config: AsrConfig):
     model_ref, device, compute_type, cpu_threads = _whisper_key(config)
 
     def build():
+        import torch
         from faster_whisper import WhisperModel
 
-        return WhisperModel(model_ref, device=device, compute_type=compute_type, cpu_threads=cpu_threads)
+        # CTranslate2's start sets the OpenMP thread count torch shares: a Spark task's one torch
+        # thread became two (every core) for the rest of the worker's first task.
+        threads = torch.get_num_threads()
+        model = WhisperModel(model_ref, device=device, compute_type=compute_type, cpu_threads=cpu_threads)
+        torch.set_num_threads(threads)
+        return model
 
     return cached_model(("faster-whisper", model_ref, device, compute_type, cpu_threads), build)
 

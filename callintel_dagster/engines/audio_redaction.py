@@ -209,14 +209,23 @@ def write_redacted_copy(audio: np.ndarray, dst: str | Path, words: Sequence[Any]
     disk); returns the redacted spans. WAV because every player and QA tool opens it and 16-bit PCM
     holds telephone audio without loss."""
     redacted, spans = redact_audio(audio, words, mode=mode, pad_s=pad_s)
-    # Scale by 32768 (as the decoder divides by it), so samples decoded from 16-bit PCM write back
-    # exactly and the unredacted audio of a 16-bit source stays bit-identical.
-    pcm = np.clip(np.round(redacted.astype(np.float64) * 32768), -32768, 32767).astype("<i2")
     with open_url_for_write(str(dst)) as handle, wave.open(handle, "wb") as out:
         out.setnchannels(1)
         out.setsampwidth(2)
         out.setframerate(SAMPLE_RATE)
         # Declared up front, so the header is final and the stream never seeks back (blob uploads can't).
-        out.setnframes(pcm.size)
-        out.writeframes(pcm)
+        out.setnframes(redacted.size)
+        # A block at a time: converting a 2-hour call at once held four copies of it (float64 ones).
+        for first in range(0, redacted.size, _PCM_BLOCK):
+            out.writeframes(_pcm16(redacted[first:first + _PCM_BLOCK]))
     return spans
+
+
+_PCM_BLOCK = 1 << 20  # samples (~1 min at 16 kHz)
+
+
+def _pcm16(samples: np.ndarray) -> np.ndarray:
+    """Little-endian 16-bit PCM. Scaled by 32768, as the decoder divides by it, so samples decoded
+    from 16-bit PCM write back exactly (k / 32768 times 32768 is exact in float64) and the unredacted
+    audio of a 16-bit source stays bit-identical."""
+    return np.clip(np.round(samples.astype(np.float64) * 32768), -32768, 32767).astype("<i2")

@@ -47,6 +47,9 @@ from callintel_dagster.engines.spans import Span, total_length, union_spans
 VOICEPRINT_MODEL = f"resemblyzer-{metadata.version('resemblyzer')}:solo-speech-mean"
 # How far back a voiceprint looks (days of samples before the run's date); a Lookback read.
 ENROLLMENT_LOOKBACK_DAYS = 90
+# Most solo speech one embedding listens to: more than any call of a normal length holds per speaker,
+# and the encoder's memory grows with it (the whole of a 2-hour call took gigabytes).
+EMBEDDING_MAX_SPEECH_S = 600.0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -99,12 +102,31 @@ def speaker_embeddings(
     for speaker, spans in solo_speech(speaker_turns).items():
         seconds = total_length(spans)
         if seconds >= config.min_speaker_s:
-            wavs.append(np.concatenate([audio[round(s * SAMPLE_RATE) : round(e * SAMPLE_RATE)] for s, e in spans]))
+            heard = spread_sample(spans, EMBEDDING_MAX_SPEECH_S)
+            wavs.append(np.concatenate([audio[round(s * SAMPLE_RATE) : round(e * SAMPLE_RATE)] for s, e in heard]))
             owners.append((speaker, seconds))
     if not wavs:
         return {}
     embeddings = embed_utterances(voice_encoder(config.device), wavs)
     return {speaker: (embedding, seconds) for (speaker, seconds), embedding in zip(owners, embeddings)}
+
+
+def spread_sample(spans: list[Span], most_s: float) -> list[Span]:
+    """`spans` themselves when they last at most `most_s`; else spans picked evenly across the call
+    (as many as make `most_s` on average), cut at `most_s`."""
+    total = total_length(spans)
+    if total <= most_s:
+        return spans
+    wanted = min(len(spans), int(np.ceil(len(spans) * most_s / total)))
+    kept, length = [], 0.0
+    for index in sorted(set(np.linspace(0, len(spans) - 1, num=wanted).round().astype(int))):
+        start, end = spans[index]
+        take = min(end - start, most_s - length)
+        if take <= 0:
+            break
+        kept.append((start, start + take))
+        length += take
+    return kept
 
 
 @dataclasses.dataclass(frozen=True)

@@ -551,7 +551,9 @@ def executor_section(work: Path, models_root: Path, dates: list[str], audio_s: f
             "range_model_step_starts": ranged["model_step_starts"],
             "range_model_seconds": ranged["model_seconds"],
             "per_date_peak_rss_mb": max(run["peak_rss_mb"] for run in per_date),
+            "per_date_peak_pss_mb": max((run["peak_pss_mb"] or 0.0) for run in per_date) or None,
             "range_peak_rss_mb": ranged["peak_rss_mb"],
+            "range_peak_pss_mb": ranged["peak_pss_mb"],
         }
     return section
 
@@ -584,8 +586,11 @@ def _fresh_process_run(root: Path, blob_root: Path, models_root: Path, factory: 
     result = json.loads(stdout.strip().splitlines()[-1])
     if not result["success"]:
         raise RuntimeError(f"{factory} {tags} failed: {result['failure']}")
-    _progress(f"{factory} {tags}: {wall:.1f} s, peak RSS {memory.peak_mb:.0f} MB")
-    return result | {"process_seconds": round(wall, 2), "peak_rss_mb": memory.peak_mb}
+    _progress(f"{factory} {tags}: {wall:.1f} s, peak RSS {memory.peak_mb:.0f} MB, PSS {memory.peak_pss_mb} MB")
+    steps_at_peak = sorted(step for step, (begun, ended) in result.pop("step_windows").items()
+                           if begun <= memory.peak_at <= ended)
+    return result | {"process_seconds": round(wall, 2), "peak_rss_mb": memory.peak_mb, "peak_pss_mb": memory.peak_pss_mb,
+                     "peak_rss_by_process_mb": memory.peak_by_process, "steps_at_peak": steps_at_peak}
 
 
 def run_pipeline_once(factory: str, tags: dict[str, str]) -> dict[str, Any]:
@@ -605,6 +610,7 @@ def run_pipeline_once(factory: str, tags: dict[str, str]) -> dict[str, Any]:
             "model_step_starts": {step: starts.count(step) for step in MODEL_STEPS},
             "model_seconds": round(sum(float(meta["model_seconds"]) for meta in stages.values()), 2),
             "model_stages": {name: {key: meta[key] for key in ("wall_seconds", "model_seconds")} for name, meta in stages.items()},
+            "step_windows": _step_windows(instance, result.run_id),
         }
 
 
@@ -638,6 +644,9 @@ def long_call_section(work: Path, models_root: Path, minutes: float) -> dict[str
         "wall_seconds": run["process_seconds"],
         "real_time_factor": round(run["process_seconds"] / audio_s, 4),
         "peak_rss_mb": run["peak_rss_mb"],
+        "peak_pss_mb": run["peak_pss_mb"],
+        "peak_rss_by_process_mb": run["peak_rss_by_process_mb"],
+        "steps_at_peak": run["steps_at_peak"],
         "transcripts_wall_seconds": transcripts_stage.get("wall_seconds"),
         "transcripts_task_seconds": transcripts_stage.get("model_seconds"),
         "transcripts_slot_use": round(busy, 3) if busy is not None else None,
@@ -702,7 +711,11 @@ def _long_call_markdown(section: dict[str, Any]) -> list[str]:
         "| figure | value |",
         "|---|---|",
         f"| run wall s (with process start) / real-time factor | {fmt(section['wall_seconds'])} / {fmt(section['real_time_factor'])} |",
-        f"| peak RSS, MB | {fmt(section['peak_rss_mb'])} |",
+        f"| peak memory of the run's processes, MB: RSS summed / PSS summed (shared pages counted once) | "
+        f"{fmt(section['peak_rss_mb'])} / {fmt(section['peak_pss_mb'])} |",
+        f"| at the RSS peak: step(s) running; RSS by process, MB | {', '.join(section['steps_at_peak']) or '–'}; "
+        + "; ".join(f"{kind} {' + '.join(str(mb) for mb in sizes)}" for kind, sizes in section["peak_rss_by_process_mb"].items())
+        + " |",
         f"| chunks of ≤ {fmt(section['chunk_s'])} s | {section['chunks']} |",
         f"| `transcripts`: wall s / task s / slot use ({section['spark_slots']} slots) | "
         f"{fmt(section['transcripts_wall_seconds'])} / {fmt(section['transcripts_task_seconds'])} / "
@@ -808,9 +821,14 @@ def _pipeline_flags(flags) -> dict[str, dict]:
 
 def _step_seconds(instance, run_id: str) -> dict[str, float]:
     """Wall time of each step of a run, from its STEP_START / STEP_SUCCESS events, in start order."""
+    return {step: ended - begun for step, (begun, ended) in _step_windows(instance, run_id).items()}
+
+
+def _step_windows(instance, run_id: str) -> dict[str, tuple[float, float]]:
+    """(start, end) epoch seconds of each successful step of a run, in start order."""
     from dagster import DagsterEventType
 
-    starts, seconds = {}, {}
+    starts, ends = {}, {}
     for entry in instance.all_logs(run_id):
         event = entry.dagster_event
         if event is None:
@@ -818,8 +836,8 @@ def _step_seconds(instance, run_id: str) -> dict[str, float]:
         if event.event_type == DagsterEventType.STEP_START:
             starts[event.step_key] = entry.timestamp
         elif event.event_type == DagsterEventType.STEP_SUCCESS:
-            seconds[event.step_key] = entry.timestamp - starts[event.step_key]
-    return {step: seconds[step] for step in starts if step in seconds}
+            ends[event.step_key] = entry.timestamp
+    return {step: (starts[step], ends[step]) for step in starts if step in ends}
 
 
 def _materialization_metadata(result) -> dict[str, dict]:
@@ -863,18 +881,28 @@ class MemorySampler:
     """Peak resident memory of a process plus all its descendants (Spark's JVM and its Python
     workers), sampled from a background thread; a child that lives between two samples is missed,
     so this is a lower bound on the true peak. The process is this one, or `pid` (a run in a fresh
-    process, without this process's own models and Spark)."""
+    process, without this process's own models and Spark). RSS counts a shared page (a library's
+    code, Spark's forked workers) once per process; PSS shares it out, so the PSS total is the
+    physical memory the tree holds."""
 
     def __init__(self, interval_s: float = 0.2, pid: int | None = None) -> None:
         self.interval_s = interval_s
         self.pid = pid
         self.peak_bytes = 0
+        self.peak_pss_bytes = 0
+        # At the RSS peak: when (epoch s) and how much each kind of process held (MB).
+        self.peak_at = 0.0
+        self.peak_by_process: dict[str, list[float]] = {}
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="bench-memory", daemon=True)
 
     @property
     def peak_mb(self) -> float:
         return round(self.peak_bytes / 2**20, 1)
+
+    @property
+    def peak_pss_mb(self) -> float | None:
+        return round(self.peak_pss_bytes / 2**20, 1) if self.peak_pss_bytes else None
 
     def __enter__(self) -> MemorySampler:
         self._thread.start()
@@ -892,17 +920,33 @@ class MemorySampler:
         except psutil.Error:  # it has ended already
             return
         while True:
-            total = 0
+            total = pss = 0
+            by_process: dict[str, list[float]] = {}
             try:
                 tree = [root, *root.children(recursive=True)]
             except psutil.Error:  # it has ended
                 tree = []
             for process in tree:
                 with contextlib.suppress(psutil.Error):
-                    total += process.memory_info().rss
-            self.peak_bytes = max(self.peak_bytes, total)
+                    memory = process.memory_full_info()
+                    total += memory.rss
+                    pss += getattr(memory, "pss", 0)  # Linux only
+                    by_process.setdefault(_process_kind(process, root), []).append(round(memory.rss / 2**20))
+            if total > self.peak_bytes:
+                self.peak_bytes, self.peak_at = total, time.time()
+                self.peak_by_process = {kind: sorted(sizes, reverse=True) for kind, sizes in by_process.items()}
+            self.peak_pss_bytes = max(self.peak_pss_bytes, pss)
             if self._stop.wait(self.interval_s):
                 return
+
+
+def _process_kind(process, root) -> str:
+    if process.pid == root.pid:
+        return "run process"
+    command = " ".join(process.cmdline()[:3])
+    if "java" in process.name():
+        return "Spark JVM"
+    return "Spark Python workers" if "pyspark" in command else "other"
 
 
 # --- 5. machine ---------------------------------------------------------------------------------------
@@ -1061,14 +1105,15 @@ def _executor_markdown(section: dict[str, Any], loop_wall: float) -> list[str]:
         "backfill under the single-run policy). Every run starts from an empty lakehouse.",
         "",
         "| executor | per-date runs, wall s | audio s / wall s | vs loop | range run, wall s | audio s / wall s | vs loop "
-        "| model step runs in the range run | peak RSS MB, per date / range |",
+        "| model step runs in the range run | peak MB, RSS / PSS: per date · range |",
         "|---|---|---|---|---|---|---|---|---|",
         *(f"| {name} | {fmt(row['per_date_total_wall_seconds'])} ({', '.join(fmt(w) for w in row['per_date_wall_seconds'])}) "
           f"| {fmt(row['per_date_audio_seconds_per_wall_second'])} | {fmt(round(loop_wall / row['per_date_total_wall_seconds'], 3))}× "
           f"| {fmt(row['range_wall_seconds'])} | {fmt(row['range_audio_seconds_per_wall_second'])} "
           f"| {fmt(round(loop_wall / row['range_wall_seconds'], 3))}× "
           f"| {', '.join(f'{step} {n}' for step, n in row['range_model_step_starts'].items())} "
-          f"| {fmt(row['per_date_peak_rss_mb'])} / {fmt(row['range_peak_rss_mb'])} |"
+          f"| {fmt(row['per_date_peak_rss_mb'])} / {fmt(row['per_date_peak_pss_mb'])} · "
+          f"{fmt(row['range_peak_rss_mb'])} / {fmt(row['range_peak_pss_mb'])} |"
           for name, row in section["executors"].items()),
         "",
     ]
