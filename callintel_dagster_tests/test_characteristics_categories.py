@@ -407,3 +407,26 @@ def test_silence_mode_and_wav_copy(tmp_path, speechlike):
     assert len(copy) == len(original)
     assert np.array_equal(copy[:first], original[:first]) and np.array_equal(copy[last:], original[last:])
     assert dominant_hz(copy[first:last]) == pytest.approx(1000, abs=5)
+
+
+def test_a_long_masked_copy_is_written_in_blocks_that_join_exactly(tmp_path):
+    """Over a minute of 16-bit audio spans several conversion blocks: the copy is the source sample
+    for sample outside the PHI span, whatever block a sample fell in, and its header is final."""
+    rng = np.random.default_rng(7)
+    seconds = 75.0
+    pcm = (rng.standard_normal(int(seconds * SAMPLE_RATE)) * 3000).clip(-32768, 32767).astype("<i2")
+    source = tmp_path / "long.wav"
+    with wave.open(str(source), "wb") as out:
+        out.setnchannels(1)
+        out.setsampwidth(2)
+        out.setframerate(SAMPLE_RATE)
+        out.writeframes(pcm.tobytes())
+    words = [{"start": 65.0 + 0.3 * i, "end": 65.25 + 0.3 * i, "text": w} for i, w in enumerate(SPOKEN_DOB)]
+    target = tmp_path / "long.redacted.wav"
+    [(start, end)] = write_redacted_copy(decode_audio(source), target, words)
+    with wave.open(str(target), "rb") as copy:
+        assert copy.getnframes() == pcm.size
+        written = np.frombuffer(copy.readframes(copy.getnframes()), dtype="<i2")
+    first, last = int(round(start * SAMPLE_RATE)), int(round(end * SAMPLE_RATE))
+    assert np.array_equal(written[:first], pcm[:first]) and np.array_equal(written[last:], pcm[last:])
+    assert not np.array_equal(written[first:last], pcm[first:last])

@@ -230,15 +230,9 @@ def load_whisper(config: AsrConfig):
     model_ref, device, compute_type, cpu_threads = _whisper_key(config)
 
     def build():
-        import torch
         from faster_whisper import WhisperModel
 
-        # CTranslate2's start sets the OpenMP thread count torch shares: a Spark task's one torch
-        # thread became two (every core) for the rest of the worker's first task.
-        threads = torch.get_num_threads()
-        model = WhisperModel(model_ref, device=device, compute_type=compute_type, cpu_threads=cpu_threads)
-        torch.set_num_threads(threads)
-        return model
+        return WhisperModel(model_ref, device=device, compute_type=compute_type, cpu_threads=cpu_threads)
 
     return cached_model(("faster-whisper", model_ref, device, compute_type, cpu_threads), build)
 

@@ -216,8 +216,9 @@ def write_redacted_copy(audio: np.ndarray, dst: str | Path, words: Sequence[Any]
         # Declared up front, so the header is final and the stream never seeks back (blob uploads can't).
         out.setnframes(redacted.size)
         # A block at a time: converting a 2-hour call at once held four copies of it (float64 ones).
+        # `writeframesraw`: `writeframes` would patch the header after each block, seeking back.
         for first in range(0, redacted.size, _PCM_BLOCK):
-            out.writeframes(_pcm16(redacted[first:first + _PCM_BLOCK]))
+            out.writeframesraw(_pcm16(redacted[first:first + _PCM_BLOCK]))
     return spans
 
 

@@ -38,7 +38,6 @@ class CallCompute(dg.ConfigurableResource, abc.ABC):
 
 
 _session_lock = threading.Lock()
-WORKER_MALLOC_ARENAS = 2
 
 
 class LocalSparkCompute(CallCompute):
@@ -70,10 +69,6 @@ class LocalSparkCompute(CallCompute):
                 .config("spark.task.cpus", str(self.task_cpus))
                 .config("spark.sql.execution.arrow.pyspark.enabled", "true")
                 .config("spark.python.worker.reuse", "true")
-                # ctranslate2, onnxruntime and torch each start thread pools; glibc gives every thread
-                # its own malloc arena, which holds freed memory. Two arenas per worker: ~100 MB less
-                # each, no measurable slowdown (README "Benchmarks").
-                .config("spark.executorEnv.MALLOC_ARENA_MAX", str(WORKER_MALLOC_ARENAS))
                 .config("spark.ui.enabled", "false")
                 .config("spark.sql.shuffle.partitions", "4")
                 .getOrCreate()

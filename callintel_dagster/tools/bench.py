@@ -623,7 +623,8 @@ LONG_CALL_GAP_S = 1.5  # silence between the joined calls: the cut points the ch
 def long_call_section(work: Path, models_root: Path, minutes: float) -> dict[str, Any]:
     """One recording of `minutes` (the demo calls joined, 8 kHz µ-law as phone recorders write
     them) through `call_pipeline_job` in a fresh process under the project's executor: wall, RTF,
-    the peak RSS of that process and its Spark JVM and workers, how the long call was cut into
+    the peak memory of that process and its Spark JVM and workers (and which step and process held
+    it), how the long call was cut into
     chunks and how busy the Spark slots were in `transcripts`, and that the call came out whole."""
     date = DEMO_DATES[0]
     recording = work / "blobs" / date / LONG_CALL_KEY
@@ -706,7 +707,7 @@ def _long_call_markdown(section: dict[str, Any]) -> list[str]:
         f"## 4c. One long recording ({section['audio_minutes']} min, {section['recording']})",
         "",
         "The demo calls joined into one 8 kHz µ-law file, through `call_pipeline_job` in a fresh process "
-        "under the project's executor; RSS = that process, its Spark JVM and Python workers.",
+        "under the project's executor; memory = that process, its Spark JVM and Python workers.",
         "",
         "| figure | value |",
         "|---|---|",
@@ -883,7 +884,10 @@ class MemorySampler:
     so this is a lower bound on the true peak. The process is this one, or `pid` (a run in a fresh
     process, without this process's own models and Spark). RSS counts a shared page (a library's
     code, Spark's forked workers) once per process; PSS shares it out, so the PSS total is the
-    physical memory the tree holds."""
+    physical memory the tree holds. Reading PSS walks every page of every process (~130 ms for a
+    run's tree on 2 cores), so it is read every `PSS_EVERY`-th sample only, not to slow the run."""
+
+    PSS_EVERY = 25
 
     def __init__(self, interval_s: float = 0.2, pid: int | None = None) -> None:
         self.interval_s = interval_s
@@ -919,8 +923,9 @@ class MemorySampler:
             root = psutil.Process(self.pid)
         except psutil.Error:  # it has ended already
             return
-        while True:
+        for sample in itertools.count():
             total = pss = 0
+            read_pss = sample % self.PSS_EVERY == 0
             by_process: dict[str, list[float]] = {}
             try:
                 tree = [root, *root.children(recursive=True)]
@@ -928,7 +933,7 @@ class MemorySampler:
                 tree = []
             for process in tree:
                 with contextlib.suppress(psutil.Error):
-                    memory = process.memory_full_info()
+                    memory = process.memory_full_info() if read_pss else process.memory_info()
                     total += memory.rss
                     pss += getattr(memory, "pss", 0)  # Linux only
                     by_process.setdefault(_process_kind(process, root), []).append(round(memory.rss / 2**20))
