@@ -20,6 +20,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from callintel_dagster.engines.chunking import is_chunk_row
+
 CallTask = Callable[[dict[str, Any]], dict[str, list[dict[str, Any]]]]
 
 RESULT_COLUMNS = ["call_id", "status", "error", "payload", "seconds"]
@@ -91,7 +93,7 @@ def call_seconds(call: dict[str, Any]) -> float:
     """The audio a call row puts in its task: a long call's chunk its own span, else the call's
     duration; 1 s when the row does not say, so calls of unknown length are spread by count."""
     with contextlib.suppress(KeyError, TypeError, ValueError):
-        if str(call.get("chunk_start_s", "")) not in ("", "nan", "None"):
+        if is_chunk_row(call):
             return float(call["chunk_end_s"]) - float(call["chunk_start_s"])
         return float(call["duration_s"])
     return 1.0

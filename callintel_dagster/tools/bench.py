@@ -22,7 +22,10 @@ each other (a WER from one machine next to a throughput from another would mean 
    with the same engine functions. The pipeline is not guaranteed to win on a small machine; the
    report says where its time goes instead of hiding it. 4b runs the same job the way the daemon
    does (a fresh process per run, the job's executor), per date and as one range run, under the
-   project's executor and under Dagster's default multiprocess executor.
+   project's executor and under Dagster's default multiprocess executor. 4c (`--long-call MINUTES`,
+   not in the default run) joins the demo calls into one long recording and reports its wall, the
+   chunks, the Spark slots' use and the run's peak memory; `--throughput` runs 4 and 4b alone at 30
+   min of audio. `make bench-scale` runs both (`scale_results.json` / `scale_results.md`).
 5. **Channels**: layout check, role accuracy and DER of the per-channel path on generated
    split-stereo and mono-in-stereo test calls (``tools/channel_eval``).
 6. **GPU paths** (`tools/gpu_bench.py`; skipped without CUDA): tone and batched ASR throughput with
