@@ -137,7 +137,7 @@ def map_calls_on_spark(
         ]
     )
     records = calls.astype(str).to_dict("records")
-    groups = plan_tasks([call_seconds(call) for call in calls.to_dict("records")], calls_per_task,
+    groups = plan_tasks([call_seconds(call) for call in records], calls_per_task,
                         spark.sparkContext.defaultParallelism)
     columns = list(calls.columns)
     # One planned group per partition (parallelize slices a list of n items into n partitions of one).
