@@ -178,7 +178,8 @@ def build_resources(deployment: str | None = None) -> dict:
     compute: CallCompute = (
         _databricks_compute()
         if deployment in ("azure-databricks", "databricks-uc")
-        else LocalSparkCompute(master=_env("CALLINTEL_SPARK_MASTER", "local[*]"))
+        else LocalSparkCompute(master=_env("CALLINTEL_SPARK_MASTER", "local[*]"),
+                               warm_workers=_env("CALLINTEL_WARM_WORKERS", "1") != "0")
     )
     return {
         "blob_store": blob_store,

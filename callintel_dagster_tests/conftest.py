@@ -109,6 +109,9 @@ def resources(blob_root: Path, lakehouse: DeltaLakehouse) -> dict:
         "blob_store": LocalBlobStore(root=str(blob_root)),
         "lakehouse": lakehouse,
         "audio_settings": AudioSettings(),
+        # What `valid_segments` warms up (a no-op in this process); model-stage tests bind their own.
+        "compute": InlineCompute(),
+        "models": ModelSettings(),
     }
 
 

@@ -101,6 +101,10 @@ def test_quick_bench_reports_every_section(tmp_path, capsys):
         assert row["range_model_step_starts"] == dict.fromkeys(bench.MODEL_STEPS, 1)
         # The run's own process tree (a JVM and Python workers at least), not the bench process.
         assert 300 < row["range_peak_rss_mb"] and 300 < row["per_date_peak_rss_mb"]
+        # Where the range run's wall went: start-up, every step, exit; together no more than the wall.
+        split = row["range_time_split"]
+        assert {"transcripts", "valid_segments"} <= set(split["steps_s"]) and split["before_first_step_s"] > 0
+        assert split["before_first_step_s"] + split["after_last_step_s"] < row["range_wall_seconds"]
 
     corpus = report["compliance_corpus"]  # --quick: the test part on its script text only
     assert corpus["corpus_calls"] >= 60 and corpus["split_seed"] and corpus["audio_pipeline"] is None

@@ -8,7 +8,12 @@ import uuid
 import pandas as pd
 import pytest
 
-from callintel_dagster.engines.spark_calls import call_seconds, plan_tasks
+from callintel_dagster.engines.spark_calls import (
+    PACKED_TASK_MAX_AUDIO_S,
+    call_seconds,
+    packed_calls_per_task,
+    plan_tasks,
+)
 from callintel_dagster.resources.compute import LocalSparkCompute, decode_payloads
 
 
@@ -85,6 +90,66 @@ def test_each_planned_group_runs_as_one_spark_task(compute):
     rows = decode_payloads(compute.map_calls(calls, _partition_task, "planned"))["rows"].set_index("call_id")
     for task, group in enumerate(plan_tasks(seconds, calls_per_task=2, slots=2)):
         assert set(rows.loc[[f"call-{i:08d}" for i in group], "partition"]) == {task}
+
+
+def test_cheap_calls_are_packed_into_one_round_of_bounded_tasks():
+    # 27 one-minute calls: one task per slot, balanced by audio, not 27 tasks of Spark overhead each.
+    minutes = [60.0] * 27
+    groups = plan_tasks(minutes, packed_calls_per_task(minutes, slots=2), slots=2)
+    assert sorted(len(group) for group in groups) == [13, 14]
+    # More audio than a task may hold at once: whole rounds of tasks under the bound.
+    hours = [600.0] * 30
+    groups = plan_tasks(hours, packed_calls_per_task(hours, slots=2), slots=2)
+    assert len(groups) % 2 == 0 and max(sum(hours[i] for i in g) for g in groups) <= PACKED_TASK_MAX_AUDIO_S
+    assert packed_calls_per_task([7200.0], slots=2) == 1
+
+
+class _PackedPartitionTask:
+    packs_calls = True
+
+    def __call__(self, call: dict) -> dict:
+        return _partition_task(call)
+
+
+def test_a_task_that_packs_calls_runs_one_spark_task_per_slot(compute):
+    calls = pd.DataFrame({"call_id": [f"call-{i:08d}" for i in range(9)], "duration_s": [60.0] * 9})
+    rows = decode_payloads(compute.map_calls(calls, _PackedPartitionTask(), "packed"))["rows"]
+    assert sorted(rows.groupby("partition").size()) == [4, 5]
+    # The same calls as plain tasks: at compute.calls_per_task (2) each.
+    rows = decode_payloads(compute.map_calls(calls, _partition_task, "plain"))["rows"]
+    assert rows["partition"].nunique() == 6
+
+
+class _WarmableTask:
+    """Its `warm_up` loads a 'model' (the worker's pid) into the process-wide model cache."""
+
+    def warm_up(self) -> None:
+        from callintel_dagster.engines.model_cache import cached_model
+
+        cached_model(("test-warm-up",), os.getpid)
+
+    def __call__(self, call: dict) -> dict:
+        from callintel_dagster.engines.model_cache import loaded_model_keys
+
+        return {"rows": [{"warm": ("test-warm-up",) in loaded_model_keys(), "pid": os.getpid()}]}
+
+
+class _BrokenWarmUp:
+    def warm_up(self) -> None:
+        raise RuntimeError("no weights at /nowhere")
+
+
+def test_warm_up_loads_the_models_in_the_workers_the_stage_then_uses(compute):
+    # A short VAD stage ends before a warm-up would: none starts.
+    assert compute.warm_up([_WarmableTask()], audio_s=compute.warm_up_min_audio_s - 1) is None
+    outcome = compute.warm_up([_BrokenWarmUp(), _WarmableTask()], audio_s=compute.warm_up_min_audio_s)
+    # Returns at once; the workers warm up in the background, and one broken model stops nothing.
+    message = outcome.result(timeout=300)
+    assert message.startswith("2 Spark worker(s) warmed up in") and "_BrokenWarmUp: RuntimeError: no weights" in message
+    calls = pd.DataFrame({"call_id": [f"call-{i:08d}" for i in range(6)], "duration_s": [30.0] * 6})
+    rows = decode_payloads(compute.map_calls(calls, _WarmableTask(), "after the warm-up"))["rows"]
+    assert rows["warm"].all() and os.getpid() not in set(rows["pid"])
+    assert LocalSparkCompute(warm_workers=False).warm_up([_WarmableTask()], audio_s=3600.0) is None
 
 
 def test_no_calls_means_no_spark_job(compute):

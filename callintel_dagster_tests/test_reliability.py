@@ -54,7 +54,7 @@ from callintel_dagster.resources.models import ModelSettings
 from callintel_dagster.resources.reports import ReportSettings
 from callintel_dagster.resources.settings import AudioSettings
 from callintel_dagster.tools.demo_data import write_sample_call
-from callintel_dagster_tests.conftest import DAY_ONE, DAY_TWO, pipeline_run
+from callintel_dagster_tests.conftest import DAY_ONE, DAY_TWO, InlineCompute, pipeline_run
 
 FOUNDATION = [raw_call_audio, valid_segments]
 REPO = Path(__file__).resolve().parents[1]
@@ -351,7 +351,8 @@ def test_a_run_killed_mid_partition_reruns_to_the_clean_result(tmp_path):
     _run_cli(env)
 
     clean = DeltaLakehouse(root=str(tmp_path / "clean" / "lakehouse"))
-    _materialize({"blob_store": LocalBlobStore(root=str(blobs)), "lakehouse": clean, "audio_settings": AudioSettings()})
+    _materialize({"blob_store": LocalBlobStore(root=str(blobs)), "lakehouse": clean, "audio_settings": AudioSettings(),
+                  "compute": InlineCompute(), "models": ModelSettings()})
     rerun = DeltaLakehouse(root=str(killed_root / "lakehouse"))
     assert rerun.tables() == clean.tables() == sorted(KEYS)
     for table in KEYS:
@@ -528,6 +529,8 @@ def test_two_hundred_hostile_files_are_each_processed_or_quarantined(tmp_path, b
         "blob_store": LocalBlobStore(root=str(blob_root)),
         "lakehouse": lakehouse,
         "audio_settings": AudioSettings(max_duration_s=MAX_DURATION_S),
+        "compute": InlineCompute(),
+        "models": ModelSettings(),
     }
     started = time.perf_counter()
     with _PeakRss() as rss:

@@ -383,6 +383,12 @@ def test_voice_evaluation_calls_split_by_seed_and_cover_the_targets():
     assert any("customer" in s.body["turns"][0] for s in later)  # calls the first-speaker rule gets wrong
     impostor = next(s for s in enrolment if s.name == voice_eval.IMPOSTOR_CALL)
     assert impostor.body["agent_voice"] != voice_eval.AGENT_VOICES[impostor.agent_id]
+    # The enrolment calls roles are tuned on: other calls (own seed, own names) of the same agents.
+    dev_enrolment = voice_eval.enrolment_scripts("dev")
+    assert not {s.name for s in dev_enrolment} & {s.name for s in enrolment}
+    assert [s.body["turns"] for s in dev_enrolment[:len(enrolment)]] != [s.body["turns"] for s in enrolment]
+    dev_later = [s for s in dev_enrolment if s.body["day"] >= 2 and not s.body.get("impostor")]
+    assert len(dev_later) > len(later) and sum(bool(s.body.get("impostor")) for s in dev_enrolment) == 1
 
 
 @pytest.mark.slow

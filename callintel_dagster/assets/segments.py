@@ -19,7 +19,9 @@ from callintel_dagster.engines.audio import SAMPLE_RATE, AudioDecodeError, decod
 from callintel_dagster.engines.vad import segment_table, speech_segments, speech_stats
 from callintel_dagster.partitions import call_date_partitions
 from callintel_dagster.resources.blob_store import BlobStore
+from callintel_dagster.resources.compute import CallCompute
 from callintel_dagster.resources.lakehouse import Lakehouse
+from callintel_dagster.resources.models import ModelSettings
 from callintel_dagster.resources.settings import AudioSettings
 from callintel_dagster.tables import RAW_CALL_AUDIO, SPEECH_ACTIVITY, VALID_SEGMENTS
 
@@ -39,20 +41,26 @@ def valid_segments(
     blob_store: BlobStore,
     lakehouse: Lakehouse,
     audio_settings: AudioSettings,
+    compute: CallCompute,
+    models: ModelSettings,
 ):
     """Decode every usable call of the day to 16 kHz mono and detect speech. A call that cannot be
     decoded, or holds less than `min_speech_s` of speech (silent / dead-air recording), is
     quarantined with the reason; the others are written. A call whose recording and settings are
-    unchanged since its last run keeps its rows without being decoded again."""
+    unchanged since its last run keeps its rows without being decoded again. While this runs here,
+    the model stages' workers start and load their models (`compute.warm_up`)."""
     call_dates = partition_dates(context)
     read = TableReader(context, lakehouse)
     inventory = read(RAW_CALL_AUDIO, call_dates)
-    inventory = inventory.loc[inventory["status"] == "ok", ["call_id", "call_date", "blob_key", "blob_version"]]
+    inventory = inventory.loc[inventory["status"] == "ok"]
+    durations = dict(zip(inventory["call_id"], inventory["duration_s"].fillna(0.0)))
+    inventory = inventory[["call_id", "call_date", "blob_key", "blob_version"]]
     vad_config = audio_settings.vad_config()
     settings = f"{vad_config!r}|{audio_settings.min_speech_s}|{audio_settings.max_duration_s}"
     plan = plan_stage(lakehouse, VALID_SEGMENTS.name, inventory, settings, call_dates, config.recompute)
     calls = plan.to_run
     context.log.info(f"VAD: {len(calls)} new or changed calls; {len(plan.unchanged_call_ids)} unchanged keep their rows")
+    warming = compute.warm_up(models.model_tasks(audio_settings), sum(durations[c] for c in calls["call_id"]))
     segment_frames, stats_rows, quarantined = [], [], []
     started = time.perf_counter()
     audio_seconds = 0.0
@@ -82,6 +90,8 @@ def valid_segments(
             f"speech ratio {stats['speech_ratio']:.2f}"
         )
     elapsed = time.perf_counter() - started
+    if warming is not None:
+        context.log.info(warming.result() if warming.done() else "Spark workers are still warming up in the background")
     write_quarantine(lakehouse, context, stage=VALID_SEGMENTS.name, call_dates=call_dates, rows=quarantined)
     failed = [row["call_id"] for row in quarantined]
     plan.record(context, lakehouse, failed, call_dates)

@@ -17,7 +17,6 @@ from callintel_dagster.assets.model_stage import (
     run_model_stage,
     usable_calls,
 )
-from callintel_dagster.engines.tone import ToneTask
 from callintel_dagster.engines.tone_training import ensure_tone_model, read_tone_card
 from callintel_dagster.partitions import call_date_partitions
 from callintel_dagster.resources.blob_store import BlobStore
@@ -95,7 +94,7 @@ def tone_scores(
     spans = {call_id: json.dumps(group[["start_s", "end_s"]].values.tolist()) for call_id, group in speech.groupby("call_id")}
     calls["speech_segments"] = [spans.get(call_id, "[]") for call_id in calls["call_id"]]
     stage = run_model_stage(
-        context, stage=TONE_SCORES.name, calls=calls, task=ToneTask(tone, models.tone_window_s),
+        context, stage=TONE_SCORES.name, calls=calls, task=models.tone_task(),
         compute=compute, lakehouse=lakehouse, call_dates=call_dates, config=config,
         configuration=(read_tone_card(tone.model_path) or {}).get("sha256", "") if tone.backend == "embedded" else "",
     )

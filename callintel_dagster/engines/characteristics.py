@@ -46,6 +46,7 @@ from __future__ import annotations
 import dataclasses
 import json
 from collections.abc import Sequence
+from typing import ClassVar
 
 import numpy as np
 import pandas as pd
@@ -253,6 +254,9 @@ class CharacteristicsTask:
 
     `call` carries the call's transcript turns and tone windows as JSON, read once per day by the
     driver, so a worker never queries the lakehouse."""
+
+    # Milliseconds per call: few Spark tasks (spark_calls.PACKED_TASK_MAX_AUDIO_S).
+    packs_calls: ClassVar[bool] = True
 
     def __call__(self, call: dict) -> dict[str, list[dict]]:
         audio = decode_call_audio(call)

@@ -77,16 +77,55 @@ def _result_row(call: dict[str, Any], outcome: Any, seconds: float) -> dict[str,
     return {"call_id": call["call_id"], "status": status, "error": error, "payload": payload, "seconds": seconds}
 
 
-def _spark_partition_runner(task: CallTask, threads: int) -> Callable[[Iterator[pd.DataFrame]], Iterator[pd.DataFrame]]:
+def _spark_partition_runner(
+    task: CallTask, threads: int, planned
+) -> Callable[[Iterator[pd.DataFrame]], Iterator[pd.DataFrame]]:
+    """What each Spark task runs: the calls of the planned groups whose ids reach it
+    (`planned` is the broadcast list of groups; one id per task, see `map_calls_on_spark`)."""
+
     def run(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
         import torch
 
         # One intra-op thread pool per task core: several Spark tasks share the machine.
         torch.set_num_threads(threads)
         for batch in batches:
-            yield pd.DataFrame(run_call_tasks(task, batch.to_dict("records")), columns=RESULT_COLUMNS)
+            for group in batch["id"]:
+                yield pd.DataFrame(run_call_tasks(task, planned.value[int(group)]), columns=RESULT_COLUMNS)
 
     return run
+
+
+def _warm_up_runner(tasks: list[Any]) -> Callable[[Iterator[pd.DataFrame]], Iterator[pd.DataFrame]]:
+    def run(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
+        import torch
+
+        torch.set_num_threads(1)
+        for batch in batches:
+            for _slot in batch["id"]:
+                started, failures = time.perf_counter(), []
+                for task in tasks:
+                    try:
+                        task.warm_up()
+                    except Exception as exc:  # noqa: BLE001 - the stage itself reports a broken model per call
+                        failures.append(f"{type(task).__name__}: {type(exc).__name__}: {exc}")
+                yield pd.DataFrame({"seconds": [time.perf_counter() - started], "failures": [json.dumps(failures)]})
+
+    return run
+
+
+def warm_up_workers(spark, tasks: list[Any]) -> dict[str, Any]:
+    """Load the models of `tasks` (objects with `warm_up()`) in every Python worker of `spark`: one
+    Spark task per slot, started together, so each lands in a worker of its own, which Spark then
+    keeps for the stages' tasks (`spark.python.worker.reuse`). Returns the slowest slot's seconds and
+    what failed to load (the stage that needs it reports it again, per call)."""
+    from pyspark.sql.types import DoubleType, StringType, StructField, StructType
+
+    slots = spark.sparkContext.defaultParallelism
+    spark.sparkContext.setJobDescription(f"callintel warm-up of {slots} worker(s)")
+    schema = StructType([StructField("seconds", DoubleType(), False), StructField("failures", StringType(), False)])
+    rows = spark.range(0, slots, 1, slots).mapInPandas(_warm_up_runner(tasks), schema).toPandas()
+    failures = sorted({failure for text in rows["failures"] for failure in json.loads(text)})
+    return {"workers": len(rows), "seconds": round(float(rows["seconds"].max()), 2), "failures": failures}
 
 
 def call_seconds(call: dict[str, Any]) -> float:
@@ -97,6 +136,21 @@ def call_seconds(call: dict[str, Any]) -> float:
             return float(call["chunk_end_s"]) - float(call["chunk_start_s"])
         return float(call["duration_s"])
     return 1.0
+
+
+# A task object that is cheap per call says so with `packs_calls = True` (tone windows, loudness):
+# its calls are packed into a few Spark tasks of up to this much audio each, rather than one task per
+# call. On local PySpark a task costs about 0.1 s of its own per slot (the Arrow round trip to the
+# Python worker: 40 empty one-call tasks took 4 s on 2 cores, 2 tasks 0.3 s), more than such a call's
+# own work; the bound keeps the audio one task holds at once (`run_batch`) to ~115 MB of float32.
+PACKED_TASK_MAX_AUDIO_S = 1800.0
+
+
+def packed_calls_per_task(seconds: list[float], slots: int) -> int:
+    """Calls per task for a task object that `packs_calls`: one round over the slots, or as many
+    rounds as keep each task under `PACKED_TASK_MAX_AUDIO_S` of audio."""
+    tasks = max(slots, -(-int(sum(seconds)) // int(PACKED_TASK_MAX_AUDIO_S)))
+    return max(1, -(-len(seconds) // tasks))
 
 
 def plan_tasks(seconds: list[float], calls_per_task: int, slots: int) -> list[list[int]]:
@@ -123,7 +177,13 @@ def plan_tasks(seconds: list[float], calls_per_task: int, slots: int) -> list[li
 def map_calls_on_spark(
     spark, calls: pd.DataFrame, task: CallTask, description: str, *, calls_per_task: int, task_cpus: int
 ) -> pd.DataFrame:
-    """One result row per call (`RESULT_COLUMNS`), computed by Spark tasks on `spark`."""
+    """One result row per call (`RESULT_COLUMNS`), computed by Spark tasks on `spark`.
+
+    The planned groups of call rows travel as one broadcast variable, and the job is `spark.range`
+    over the group ids, one id per partition, into `mapInPandas`: each task is a single Python
+    evaluation. (Building the rows in Python through `parallelize` ran every task through a second
+    Python worker: 4 s against 1.6 s for 27 empty tasks on 2 cores, and twice the worker processes.)
+    """
     from pyspark.sql.types import DoubleType, StringType, StructField, StructType
 
     spark.sparkContext.setJobDescription(description)
@@ -136,13 +196,16 @@ def map_calls_on_spark(
             StructField("seconds", DoubleType(), False),
         ]
     )
+    # Text, as a table column would hand it over: tasks parse what they need.
     records = calls.astype(str).to_dict("records")
-    groups = plan_tasks([call_seconds(call) for call in records], calls_per_task,
-                        spark.sparkContext.defaultParallelism)
-    columns = list(calls.columns)
-    # One planned group per partition (parallelize slices a list of n items into n partitions of one).
-    rows = spark.sparkContext.parallelize([[tuple(records[i][c] for c in columns) for i in group] for group in groups],
-                                          len(groups)).flatMap(lambda group: group)
-    frame = spark.createDataFrame(rows, StructType([StructField(c, StringType(), True) for c in columns]))
-    result = frame.mapInPandas(_spark_partition_runner(task, task_cpus), schema).toPandas()
+    seconds, slots = [call_seconds(call) for call in records], spark.sparkContext.defaultParallelism
+    if getattr(task, "packs_calls", False):
+        calls_per_task = max(calls_per_task, packed_calls_per_task(seconds, slots))
+    groups = plan_tasks(seconds, calls_per_task, slots)
+    planned = spark.sparkContext.broadcast([[records[i] for i in group] for group in groups])
+    try:
+        result = (spark.range(0, len(groups), 1, len(groups))
+                  .mapInPandas(_spark_partition_runner(task, task_cpus, planned), schema).toPandas())
+    finally:
+        planned.destroy()
     return result[RESULT_COLUMNS]

@@ -28,12 +28,12 @@ import json
 import math
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import numpy as np
 import pandas as pd
 
-from callintel_dagster.engines.audio import SAMPLE_RATE, decode_call_audio
+from callintel_dagster.engines.audio import SAMPLE_RATE, decode_call_audio, warm_up_audio
 from callintel_dagster.engines.model_cache import cached_model
 from callintel_dagster.engines.tone_features import tone_features
 from callintel_dagster.engines.tone_training import load_tone_model
@@ -314,12 +314,20 @@ class ToneTask:
 
     config: ToneConfig
     window_s: float = 4.0
+    # Cheap per call, and its windows batch across calls: few Spark tasks (spark_calls.PACKED_TASK_MAX_AUDIO_S).
+    packs_calls: ClassVar[bool] = True
 
     def __call__(self, call: dict) -> dict[str, list[dict]]:
         [outcome] = self.run_batch([call])
         if isinstance(outcome, Exception):
             raise outcome
         return outcome
+
+    def warm_up(self) -> None:
+        """Load the tone model in this process and score a few seconds of noise with it
+        (`spark_calls.warm_up_workers`)."""
+        audio = warm_up_audio()
+        score_calls([(audio, [(0.0, audio.size / SAMPLE_RATE)])], self.config)
 
     def run_batch(self, calls: list[dict]) -> list[dict[str, list[dict]] | Exception]:
         """The calls of one Spark task scored together (`score_calls`); a call that cannot be decoded

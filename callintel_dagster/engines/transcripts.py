@@ -26,7 +26,7 @@ import pandas as pd
 
 from callintel_dagster.engines.align import build_turns, conversation_metrics
 from callintel_dagster.engines.asr import AsrConfig, config_for_language, detect_language, transcribe_with_fallback
-from callintel_dagster.engines.audio import SAMPLE_RATE, decode_call_audio
+from callintel_dagster.engines.audio import SAMPLE_RATE, decode_call_audio, warm_up_audio
 from callintel_dagster.engines.audio_redaction import write_redacted_copy
 from callintel_dagster.engines.channels import (
     CHANNEL_NAMES,
@@ -37,7 +37,7 @@ from callintel_dagster.engines.channels import (
     words_in_speech,
 )
 from callintel_dagster.engines.chunking import ChunkTask, is_chunk_row, stitch_chunks
-from callintel_dagster.engines.diarize import DiarizationConfig, SpeakerTurn, diarize
+from callintel_dagster.engines.diarize import DiarizationConfig, SpeakerTurn, diarize, voice_encoder
 from callintel_dagster.engines.redaction import redact_turns
 from callintel_dagster.engines.vad import VadConfig, speech_segments
 from callintel_dagster.engines.vocabulary import AGENT, ROLE_FROM_CHANNEL_MAP, ROLE_FROM_DIARIZATION, SPLIT_STEREO
@@ -83,6 +83,16 @@ class TranscriptTask:
     def channel_model_id(self, language: str = "en", fell_back: bool = False) -> str:
         """What produced a split-stereo call's rows: Whisper per channel, roles from the channel map."""
         return f"whisper:{self._whisper_name(language, fell_back)}|channel_map:agent={self.agent_channel}"
+
+    def warm_up(self) -> None:
+        """Load this task's models in this process (the language detector, Whisper, the diarizer and
+        the voice encoder) and run each once on a few seconds of noise (`spark_calls.warm_up_workers`)."""
+        audio = warm_up_audio()
+        language, _ = detect_language(audio, self.asr)
+        transcribe_with_fallback(audio, config_for_language(self.asr, language))
+        diarize(audio, self.diarization)
+        if self.enrollment.enabled:
+            voice_encoder(self.enrollment.device)
 
     def __call__(self, call: dict) -> dict[str, list[dict]]:
         if is_chunk_row(call):  # one chunk of a long call: words, speakers and voices only

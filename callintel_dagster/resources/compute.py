@@ -11,6 +11,8 @@ import json
 import os
 import sys
 import threading
+from collections.abc import Sequence
+from concurrent.futures import Future
 
 import dagster as dg
 import pandas as pd
@@ -23,6 +25,7 @@ from callintel_dagster.engines.spark_calls import (
     map_calls_on_spark,
     run_call_task,
     run_call_tasks,
+    warm_up_workers,
 )
 
 __all__ = ["RESULT_COLUMNS", "CallCompute", "CallTask", "LocalSparkCompute", "decode_payloads", "run_call_task",
@@ -35,6 +38,12 @@ class CallCompute(dg.ConfigurableResource, abc.ABC):
     @abc.abstractmethod
     def map_calls(self, calls: pd.DataFrame, task: CallTask, description: str) -> pd.DataFrame:
         """`calls` needs a `call_id` column; returns `RESULT_COLUMNS`, one row per input call."""
+
+    def warm_up(self, tasks: Sequence[CallTask], audio_s: float) -> Future[str] | None:
+        """Start getting the workers ready for `tasks` (objects with `warm_up()`) without waiting for
+        it, while the caller works through `audio_s` of audio; the future says how it went. None when
+        nothing was started (a compute whose workers live elsewhere, a Databricks job per stage)."""
+        return None
 
 
 _session_lock = threading.Lock()
@@ -51,6 +60,16 @@ class LocalSparkCompute(CallCompute):
         "longest first, so the slots end together; more only pays where a task batches its calls' model inputs (a GPU).",
     )
     driver_memory: str = Field(default="2g", description="spark.driver.memory for the local JVM.")
+    warm_workers: bool = Field(
+        default=True,
+        description="While a run's VAD stage works, start Spark and load the model stages' models in every Python "
+        "worker in the background, so the first calls of `tone_scores` and `transcripts` pay no load.",
+    )
+    warm_up_min_audio_s: float = Field(
+        default=600.0,
+        description="Warm up only when the VAD stage has at least this much audio to go through (about 10 s of VAD per "
+        "10 min on one core, what the warm-up takes on 2 cores); on less it would slow VAD down more than it saves.",
+    )
 
     def _session(self):
         from pyspark.sql import SparkSession
@@ -73,6 +92,30 @@ class LocalSparkCompute(CallCompute):
                 .config("spark.sql.shuffle.partitions", "4")
                 .getOrCreate()
             )
+
+    def warm_up(self, tasks: Sequence[CallTask], audio_s: float) -> Future[str] | None:
+        """In a background thread: start the Spark application and load the tasks' models in each of
+        its Python workers (`engines/spark_calls.warm_up_workers`). The run's process meanwhile does
+        its own work (the VAD stage uses one core), and the model stages then find warm workers.
+        Only from `warm_up_min_audio_s` of audio on: a shorter VAD stage ends before the warm-up does,
+        and the two then only compete for the cores."""
+        if not self.warm_workers or audio_s < self.warm_up_min_audio_s:
+            return None
+        outcome: Future[str] = Future()
+        threading.Thread(target=lambda: outcome.set_result(self._warm_up(list(tasks))),
+                         name="callintel-warm-up", daemon=True).start()
+        return outcome
+
+    def _warm_up(self, tasks: list[CallTask]) -> str:
+        try:
+            spark = self._session()
+            # The same worker environment the stages' tasks get, so they reuse these workers.
+            _hand_storage_credentials_to_workers(spark.sparkContext)
+            outcome = warm_up_workers(spark, tasks)
+        except Exception as exc:  # noqa: BLE001 - a failed warm-up only means the first calls load the models
+            return f"Spark worker warm-up failed ({type(exc).__name__}: {exc}); each worker's first call loads its models"
+        failed = f"; could not load: {'; '.join(outcome['failures'])}" if outcome["failures"] else ""
+        return f"{outcome['workers']} Spark worker(s) warmed up in {outcome['seconds']} s{failed}"
 
     def map_calls(self, calls: pd.DataFrame, task: CallTask, description: str) -> pd.DataFrame:
         if calls.empty:

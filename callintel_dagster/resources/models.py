@@ -8,7 +8,7 @@ from pydantic import Field
 
 from callintel_dagster.engines.asr import AsrConfig
 from callintel_dagster.engines.diarize import DiarizationConfig
-from callintel_dagster.engines.tone import ToneConfig
+from callintel_dagster.engines.tone import ToneConfig, ToneTask
 from callintel_dagster.engines.transcripts import TranscriptTask
 from callintel_dagster.resources.settings import AudioSettings
 from callintel_dagster.engines.voiceprints import EnrollmentConfig
@@ -110,6 +110,13 @@ class ModelSettings(dg.ConfigurableResource):
             backend="wav2vec2", model_path=self.tone_model_path, device=self.device,
             batch_size=self.tone_batch_size, dtype=self.tone_dtype,
         )
+
+    def tone_task(self) -> ToneTask:
+        return ToneTask(self.tone_config(), self.tone_window_s)
+
+    def model_tasks(self, audio: AudioSettings | None = None) -> list:
+        """The per-call tasks of the model stages, in stage order (what `compute.warm_up` prepares)."""
+        return [self.tone_task(), self.transcript_task(audio)]
 
     def transcript_task(self, audio: AudioSettings | None = None) -> TranscriptTask:
         """The transcript task; `audio` gives split-stereo calls the channel map and VAD settings."""

@@ -553,6 +553,7 @@ def executor_section(work: Path, models_root: Path, dates: list[str], audio_s: f
             "range_audio_seconds_per_wall_second": round(audio_s / ranged["process_seconds"], 3),
             "range_model_step_starts": ranged["model_step_starts"],
             "range_model_seconds": ranged["model_seconds"],
+            "range_time_split": ranged["time_split"],
             "per_date_peak_rss_mb": max(run["peak_rss_mb"] for run in per_date),
             "per_date_peak_pss_mb": max((run["peak_pss_mb"] or 0.0) for run in per_date) or None,
             "range_peak_rss_mb": ranged["peak_rss_mb"],
@@ -578,7 +579,7 @@ def _fresh_process_run(root: Path, blob_root: Path, models_root: Path, factory: 
     env |= {"CALLINTEL_DATA_ROOT": str(root), "CALLINTEL_BLOB_ROOT": str(blob_root), "DAGSTER_HOME": str(home)}
     code = ("import json, sys; from callintel_dagster.tools.bench import run_pipeline_once; "
             "print(json.dumps(run_pipeline_once(sys.argv[1], json.loads(sys.argv[2]))))")
-    started = time.perf_counter()
+    started, launched_at = time.perf_counter(), time.time()
     process = subprocess.Popen([sys.executable, "-c", code, factory, json.dumps(tags)], env=env,
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     with MemorySampler(pid=process.pid) as memory:
@@ -590,10 +591,23 @@ def _fresh_process_run(root: Path, blob_root: Path, models_root: Path, factory: 
     if not result["success"]:
         raise RuntimeError(f"{factory} {tags} failed: {result['failure']}")
     _progress(f"{factory} {tags}: {wall:.1f} s, peak RSS {memory.peak_mb:.0f} MB, PSS {memory.peak_pss_mb} MB")
-    steps_at_peak = sorted(step for step, (begun, ended) in result.pop("step_windows").items()
-                           if begun <= memory.peak_at <= ended)
+    windows = result.pop("step_windows")
+    steps_at_peak = sorted(step for step, (begun, ended) in windows.items() if begun <= memory.peak_at <= ended)
     return result | {"process_seconds": round(wall, 2), "peak_rss_mb": memory.peak_mb, "peak_pss_mb": memory.peak_pss_mb,
-                     "peak_rss_by_process_mb": memory.peak_by_process, "steps_at_peak": steps_at_peak}
+                     "peak_rss_by_process_mb": memory.peak_by_process, "steps_at_peak": steps_at_peak,
+                     "time_split": _time_split(windows, launched_at, wall)}
+
+
+def _time_split(windows: dict[str, tuple[float, float]], launched_at: float, wall: float) -> dict[str, Any]:
+    """Where a fresh-process run's wall went: before the first step (interpreter, imports, run
+    launch), each step (slowest first), and after the last (run end, process exit)."""
+    if not windows:
+        return {}
+    first = min(begun for begun, _ in windows.values())
+    last = max(ended for _, ended in windows.values())
+    steps = sorted(((step, round(ended - begun, 2)) for step, (begun, ended) in windows.items()), key=lambda kv: -kv[1])
+    return {"before_first_step_s": round(first - launched_at, 2), "after_last_step_s": round(launched_at + wall - last, 2),
+            "steps_s": dict(steps)}
 
 
 def run_pipeline_once(factory: str, tags: dict[str, str]) -> dict[str, Any]:
@@ -1124,7 +1138,18 @@ def _executor_markdown(section: dict[str, Any], loop_wall: float) -> list[str]:
           f"{fmt(row['range_peak_rss_mb'])} / {fmt(row['range_peak_pss_mb'])} |"
           for name, row in section["executors"].items()),
         "",
+        *(f"Range run, {name}: {_time_split_line(row.get('range_time_split') or {})}."
+          for name, row in section["executors"].items() if row.get("range_time_split")),
+        "",
     ]
+
+
+def _time_split_line(split: dict[str, Any], slowest: int = 5) -> str:
+    steps = split["steps_s"]
+    rest = sum(list(steps.values())[slowest:])
+    shown = ", ".join(f"`{step}` {fmt(seconds)}" for step, seconds in list(steps.items())[:slowest])
+    return (f"{fmt(split['before_first_step_s'])} s before the first step, {shown}, the other "
+            f"{max(0, len(steps) - slowest)} steps {fmt(round(rest, 2))} s, {fmt(split['after_last_step_s'])} s after the last")
 
 
 

@@ -13,6 +13,8 @@ synthesizes them unchanged:
   the later dates the caller often speaks first and the agents use no scripted greeting, which is
   exactly where the first-speaker / agent-phrase rule guesses wrong. One later call is answered by a
   voice that is not the agent's (:data:`IMPOSTOR_VOICE`): the voice-mismatch list must catch it.
+  Two parts with seeds of their own (:data:`ENROLMENT_SEEDS`): role thresholds are tuned on ``dev``
+  (more later calls, so a single call weighs less); ``make bench`` scores ``test``.
 
 The lines are everyday call-centre wording composed from small pools; they were written without
 looking at the phrase list of ``engines/align.py``.
@@ -46,9 +48,9 @@ THREE_VOICE_SHARE = 0.7
 COUNT_DATE = "2026-12-01"
 ENROLLED_AGENTS = ("agent-ana", "agent-bo", "agent-cy")
 ENROLMENT_DATES = ["2026-12-07", "2026-12-08", "2026-12-09", "2026-12-10"]
-# Calls per agent and date: two enrolment calls, then three scored ones.
-CALLS_PER_DATE = (1, 1, 2, 1)
-ENROLMENT_SEED = 7
+# Calls per agent and date, per part: two enrolment calls, then the scored ones.
+CALLS_PER_DATE = {"test": (1, 1, 2, 1), "dev": (1, 1, 3, 3)}
+ENROLMENT_SEEDS = {"test": 7, "dev": 8}
 IMPOSTOR_AGENT = "agent-ana"
 IMPOSTOR_VOICE = "flite:kal16"
 IMPOSTOR_CALL = "enrol-agent-ana-impostor"
@@ -177,20 +179,22 @@ def count_scripts(part: str) -> list[DemoScript]:
     return scripts
 
 
-def enrolment_scripts() -> list[DemoScript]:
-    """The enrolment calls, each with its ``day`` (index into :data:`ENROLMENT_DATES`)."""
-    rng = random.Random(ENROLMENT_SEED)
+def enrolment_scripts(part: str = "test") -> list[DemoScript]:
+    """The enrolment calls of ``part``, each with its ``day`` (index into :data:`ENROLMENT_DATES`)."""
+    rng = random.Random(ENROLMENT_SEEDS[part])
+    prefix = "enrol" if part == "test" else f"enrol-{part}"
     scripts = []
     for agent_id in ENROLLED_AGENTS:
-        for day, calls in enumerate(CALLS_PER_DATE):
+        for day, calls in enumerate(CALLS_PER_DATE[part]):
             for index in range(calls):
-                name = f"enrol-{agent_id}-d{day}-{index}"
+                name = f"{prefix}-{agent_id}-d{day}-{index}"
                 # Enrolment days are ordinary calls (the agent answers); scored days often are not.
                 caller_first = day >= 2 and rng.random() < 0.6
                 body = _body(name, agent_id, rng, transfer=False, caller_first=caller_first)
                 scripts.append(DemoScript(name, {**body, "day": day}))
-    body = _body(IMPOSTOR_CALL, IMPOSTOR_AGENT, rng, transfer=False, caller_first=False, agent_voice=IMPOSTOR_VOICE)
-    scripts.append(DemoScript(IMPOSTOR_CALL, {**body, "day": len(ENROLMENT_DATES) - 1}))
+    impostor = IMPOSTOR_CALL if part == "test" else IMPOSTOR_CALL.replace("enrol", prefix, 1)
+    body = _body(impostor, IMPOSTOR_AGENT, rng, transfer=False, caller_first=False, agent_voice=IMPOSTOR_VOICE)
+    scripts.append(DemoScript(impostor, {**body, "day": len(ENROLMENT_DATES) - 1, "impostor": True}))
     return scripts
 
 
@@ -274,7 +278,7 @@ def enrolment_evaluation(blob_root: Path, task: TranscriptTask, scripts: list[De
             with_voice = dict(zip(turns["speaker"], turns["role"]))
             calls.append({
                 "call": script.name, "agent_id": script.agent_id, "date": day, "scored": day_index >= 2,
-                "impostor": script.name == IMPOSTOR_CALL, "enrolled": voiceprint is not None,
+                "impostor": bool(script.body.get("impostor")), "enrolled": voiceprint is not None,
                 "role_source": sample["role_source"], "voice_match": sample["voice_match"],
                 "voice_mismatch": sample["voice_mismatch"],
                 "roles_voiceprint": role_accuracy(truth["turns"], turns, with_voice),
@@ -334,17 +338,24 @@ def render_markdown(section: dict[str, Any] | None) -> list[str]:
 
 
 def main() -> None:
-    """``python -m callintel_dagster.tools.voice_eval [--part dev|test]``: the bench's voices section
-    alone (``--part dev`` scores the count calls thresholds may be tuned on)."""
+    """``python -m callintel_dagster.tools.voice_eval [--part dev|test] [--only count|enrolment]``: the
+    bench's voices section alone (``--part dev`` scores the dev calls thresholds may be tuned on)."""
     parser = argparse.ArgumentParser(description=main.__doc__)
     parser.add_argument("--part", choices=["dev", "test"], default="test")
+    parser.add_argument("--only", choices=["count", "enrolment"], help="dev part: score one of the two sets")
     parser.add_argument("--output", type=Path, help="also write the section as JSON here")
     args = parser.parse_args()
     from callintel_dagster.resources.models import ModelSettings
 
     with tempfile.TemporaryDirectory(prefix="callintel-voices-") as work:
         if args.part == "dev":
-            section = count_evaluation(Path(work), "dev", ModelSettings(num_speakers=None).diarization_config())
+            models = ModelSettings(num_speakers=None)
+            section = {}
+            if args.only != "enrolment":
+                section["speaker_count"] = count_evaluation(Path(work) / "count", "dev", models.diarization_config())
+            if args.only != "count":
+                section["enrolment"] = enrolment_evaluation(Path(work) / "enrolment", models.transcript_task(),
+                                                            enrolment_scripts("dev"))
             print(json.dumps(section, indent=2))
         else:
             section = voices_section(Path(work), quick=False)
