@@ -402,3 +402,43 @@ def test_bench_enrolment_evaluation_runs_on_its_own_call_rows(tmp_path):
     result = voice_eval.enrolment_evaluation(tmp_path, ModelSettings(num_speakers=None).transcript_task(), scripts)
     assert result["scored_calls"] == 1 and result["roles_from_voiceprint"] == 1
     assert result["role_accuracy_voiceprint"] >= 0.9 and result["impostor_caught"] is None
+
+
+def test_relabel_words_keeps_the_labels_when_it_cannot_judge():
+    words = [Word(0.0, 0.4, "hello", 0.9), Word(0.5, 0.9, "there", 0.9)]
+    labels = ["SPEAKER_00", "SPEAKER_01"]
+    audio = np.zeros(16_000, dtype=np.float32)
+    two = {"SPEAKER_00": _voices(1, 1)[0], "SPEAKER_01": _voices(1, 2)[0]}
+    assert voiceprints.relabel_words(audio, words, labels, two, EnrollmentConfig(relabel_margin=None)) == labels
+    assert voiceprints.relabel_words(audio, words, labels, {"SPEAKER_00": two["SPEAKER_00"]}, EnrollmentConfig()) == labels
+    assert voiceprints.relabel_words(audio, words, labels, two, EnrollmentConfig(relabel_max_call_s=0.5)) == labels
+
+
+@pytest.mark.slow
+def test_relabel_words_gives_an_agent_reply_the_diarizer_lost_back_to_the_agent(tmp_path):
+    """A later call of an enrolled agent whose words of one agent turn all carry the caller's label
+    (what the diarizer does to a short reply): the words are heard again against the voiceprint."""
+    bo = [s for s in voice_eval.enrolment_scripts("dev") if s.agent_id == "agent-bo"]
+    mine = [next(s for s in bo if s.body["day"] == day) for day in (0, 2)]
+    voice_eval.write_demo_calls(tmp_path, voice_eval.ENROLMENT_DATES, scripts=mine)
+    config = EnrollmentConfig()
+    calls = []
+    for script in mine:
+        path = script.audio_path(tmp_path, voice_eval.ENROLMENT_DATES)
+        truth = voice_eval.load_truth(path)
+        turns = [SpeakerTurn(t["start_s"], t["end_s"], t["role"]) for t in truth["turns"]]
+        audio = voice_eval.decode_audio(path)
+        calls.append((audio, turns, voiceprints.speaker_embeddings(audio, turns, config)))
+    (_, _, enrolment), (audio, turns, later) = calls
+    references = {"agent": enrolment["agent"][0], "customer": later["customer"][0]}
+    words = [Word(start, min(start + 0.35, t.end), "w", 0.9)
+             for t in turns for start in np.arange(t.start + 0.05, t.end - 0.1, 0.4)]
+    truth = [next(t.speaker for t in turns if t.start <= w.start < t.end) for w in words]
+    lost = next(t for t in turns if t.speaker == "agent" and t.start > 1.0)  # an agent turn after the opening
+    labels = ["customer" if lost.start <= w.start < lost.end else label for w, label in zip(words, truth)]
+    relabelled = voiceprints.relabel_words(audio, words, labels, references, config)
+    inside = [i for i, w in enumerate(words) if lost.start <= w.start < lost.end]
+    assert sum(relabelled[i] == "agent" for i in inside) >= 0.8 * len(inside)
+    assert np.mean([r == t for r, t in zip(relabelled, truth)]) >= 0.95
+    # Right labels stay right.
+    assert np.mean([r == t for r, t in zip(voiceprints.relabel_words(audio, words, truth, references, config), truth)]) >= 0.95

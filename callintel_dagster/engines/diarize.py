@@ -210,6 +210,31 @@ def _frames_to_audio(audio: np.ndarray, offset: int, mask: np.ndarray) -> np.nda
     return np.concatenate(pieces) if pieces else np.zeros(0, dtype=np.float32)
 
 
+def _partial_mels(encoder, wav: np.ndarray, rate: float) -> tuple[list[slice], list[np.ndarray]]:
+    """Resemblyzer's 1.6 s partial windows of `wav` (volume-normalized as its `preprocess_wav` does):
+    their sample slices and mel spectrograms, `rate` windows per second."""
+    from resemblyzer.audio import wav_to_mel_spectrogram
+
+    rms = float(np.sqrt(np.mean(wav**2))) + 1e-9
+    wav = wav * max(1.0, 10 ** ((_RESEMBLYZER_DBFS - 20 * np.log10(rms)) / 20))
+    wav_slices, mel_slices = encoder.compute_partial_slices(len(wav), rate=rate, min_coverage=0.75)
+    wav = np.pad(wav, (0, max(0, wav_slices[-1].stop - len(wav))))
+    mel = wav_to_mel_spectrogram(wav.astype(np.float32))
+    return wav_slices, [mel[s] for s in mel_slices]
+
+
+def _encode_partials(encoder, mels: list[np.ndarray], batch_size: int = 64) -> np.ndarray:
+    """Unit embeddings of mel windows, `batch_size` at a time through the LSTM."""
+    import torch
+
+    partials = []
+    with torch.no_grad():
+        for start in range(0, len(mels), batch_size):
+            batch = torch.from_numpy(np.stack(mels[start : start + batch_size])).to(encoder.device)
+            partials.append(encoder(batch).cpu().numpy())
+    return np.concatenate(partials)
+
+
 def embed_utterances(encoder, wavs: list[np.ndarray], batch_size: int = 64) -> np.ndarray:
     """Resemblyzer utterance embeddings of `wavs`, all partial windows batched through the LSTM.
 
@@ -217,27 +242,22 @@ def embed_utterances(encoder, wavs: list[np.ndarray], batch_size: int = 64) -> n
     re-normed), but one batched forward pass instead of one per utterance: on a 2-core CPU the
     per-call overhead of the 3-layer LSTM otherwise dominates diarization time.
     """
-    import torch
-    from resemblyzer.audio import wav_to_mel_spectrogram
-
     mels, owner = [], []
     for index, wav in enumerate(wavs):
-        rms = float(np.sqrt(np.mean(wav**2))) + 1e-9
-        wav = wav * max(1.0, 10 ** ((_RESEMBLYZER_DBFS - 20 * np.log10(rms)) / 20))
-        wav_slices, mel_slices = encoder.compute_partial_slices(len(wav), rate=_PARTIALS_PER_S, min_coverage=0.75)
-        wav = np.pad(wav, (0, max(0, wav_slices[-1].stop - len(wav))))
-        mel = wav_to_mel_spectrogram(wav.astype(np.float32))
-        mels.extend(mel[s] for s in mel_slices)
-        owner.extend([index] * len(mel_slices))
-    partials = []
-    with torch.no_grad():
-        for start in range(0, len(mels), batch_size):
-            batch = torch.from_numpy(np.stack(mels[start : start + batch_size])).to(encoder.device)
-            partials.append(encoder(batch).cpu().numpy())
-    partial_embeddings = np.concatenate(partials)
+        _, windows = _partial_mels(encoder, wav, _PARTIALS_PER_S)
+        mels.extend(windows)
+        owner.extend([index] * len(windows))
+    partial_embeddings = _encode_partials(encoder, mels, batch_size)
     owner = np.array(owner)
     embeddings = np.stack([partial_embeddings[owner == i].mean(axis=0) for i in range(len(wavs))])
     return embeddings / np.linalg.norm(embeddings, axis=1, keepdims=True)
+
+
+def sliding_embeddings(encoder, audio: np.ndarray, rate: float) -> tuple[np.ndarray, np.ndarray]:
+    """(centre times in s, unit embeddings) of 1.6 s windows over all of `audio`, `rate` per second."""
+    wav_slices, mels = _partial_mels(encoder, audio.astype(np.float32, copy=False), rate)
+    centres = np.array([(s.start + s.stop) / 2 / SAMPLE_RATE for s in wav_slices])
+    return centres, _encode_partials(encoder, mels)
 
 
 def _cluster(embeddings: np.ndarray, durations: np.ndarray, config: DiarizationConfig) -> np.ndarray:

@@ -24,7 +24,7 @@ import json
 import numpy as np
 import pandas as pd
 
-from callintel_dagster.engines.align import build_turns, conversation_metrics
+from callintel_dagster.engines.align import assign_speakers, build_turns, conversation_metrics
 from callintel_dagster.engines.asr import AsrConfig, config_for_language, detect_language, transcribe_with_fallback
 from callintel_dagster.engines.audio import SAMPLE_RATE, decode_call_audio, warm_up_audio
 from callintel_dagster.engines.audio_redaction import write_redacted_copy
@@ -47,6 +47,7 @@ from callintel_dagster.engines.voiceprints import (
     VoiceMatch,
     embedding_json,
     match_agent,
+    relabel_words,
     speaker_embeddings,
     voiceprint_from_json,
 )
@@ -124,7 +125,13 @@ class TranscriptTask:
         embeddings = speaker_embeddings(audio, speakers, self.enrollment) if enrolled else {}
         match = match_agent(embeddings, voiceprint, self.enrollment) if voiceprint is not None else None
         if not split_stereo:
-            turns = build_turns(words, speakers, agent_speaker=match.agent_speaker if match else None)
+            agent = match.agent_speaker if match else None
+            labels = None
+            if agent is not None:  # the voiceprint knows the agent: words go to the voice they sound like
+                references = {s: e for s, (e, _) in embeddings.items() if s != agent} | {agent: voiceprint}
+                words = sorted(words, key=lambda w: (w.start, w.end))  # the order build_turns keeps
+                labels = relabel_words(audio, words, assign_speakers(words, speakers), references, self.enrollment)
+            turns = build_turns(words, speakers, agent_speaker=agent, speakers=labels)
         agent_speaker = next(iter(turns.loc[turns["role"] == AGENT, "speaker"]), None)
         voice_match = match.similarities.get(agent_speaker) if match else None
         turns["voice_match"] = [voice_match if role == AGENT else None for role in turns["role"]]

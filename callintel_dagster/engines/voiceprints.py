@@ -21,6 +21,11 @@ agent's voice is the same from call to call. So:
    / agent-phrase rule of `engines/align.py`. The agent turns carry `voice_match` (the agent
    speaker's similarity), and a call where no speaker reaches `match_similarity` is a voice
    mismatch: someone other than the agent on file took the agent's side.
+4. *Words by voice.* Diarization can hand a short agent reply ("Sure, go ahead") to the caller's
+   cluster. Once the voiceprint picked the agent, each word is heard again (`relabel_words`): 1.6 s
+   windows slide over the call, and a word moves to the voice its window sounds most like (the
+   voiceprint for the agent, the other speakers' own embeddings) when that beats its diarized
+   speaker by `relabel_margin`.
 
 The thresholds were chosen on the dev calls of `tools/voice_eval.py` and the demo calls (never on
 the enrolment calls the bench scores): through the telephone band, a two-call voiceprint scores
@@ -40,7 +45,7 @@ import numpy as np
 import pandas as pd
 
 from callintel_dagster.engines.audio import SAMPLE_RATE
-from callintel_dagster.engines.diarize import SpeakerTurn, embed_utterances, voice_encoder
+from callintel_dagster.engines.diarize import SpeakerTurn, embed_utterances, sliding_embeddings, voice_encoder
 from callintel_dagster.engines.spans import Span, total_length, union_spans
 
 # Samples of other encoders never mix into a voiceprint: d-vectors of two models are not comparable.
@@ -63,6 +68,8 @@ class EnrollmentConfig:
     outlier_similarity: float = 0.9
     match_similarity: float = 0.92
     match_margin: float = 0.03
+    relabel_margin: float | None = 0.05
+    relabel_max_call_s: float = 900.0
     device: str = "cpu"
 
 
@@ -150,6 +157,34 @@ def match_agent(
     confident = best is not None and best >= config.match_similarity and best - runner_up >= config.match_margin
     agent = max(similarities, key=similarities.get) if confident else None
     return VoiceMatch(agent, similarities, best is not None and best < config.match_similarity)
+
+
+# Sliding 1.6 s windows per second of call for the word relabelling (one every 0.25 s).
+RELABEL_WINDOWS_PER_S = 4.0
+
+
+def relabel_words(audio: np.ndarray, words: Sequence, labels: Sequence[str], references: dict[str, np.ndarray],
+                  config: EnrollmentConfig) -> list[str]:
+    """Word speakers corrected by voice (module docstring, step 4): each word goes to the reference
+    voice (the agent's voiceprint, every other speaker's own embedding) that the 1.6 s window centred
+    nearest the word sounds most like, when that beats the word's diarized speaker by
+    `relabel_margin`; otherwise it keeps its label. Off (`relabel_margin` None), with fewer than two
+    references, or on a call longer than `relabel_max_call_s` (the windows of a long call cost more
+    than they fix), the labels stay as they are."""
+    duration = audio.size / SAMPLE_RATE
+    if config.relabel_margin is None or len(references) < 2 or duration > config.relabel_max_call_s or not words:
+        return list(labels)
+    centres, windows = sliding_embeddings(voice_encoder(config.device), audio, RELABEL_WINDOWS_PER_S)
+    speakers = list(references)
+    similarity = windows @ np.stack([references[s] for s in speakers]).T  # (windows, speakers)
+    relabelled = []
+    for word, label in zip(words, labels):
+        nearest = int(np.abs(centres - (word.start + word.end) / 2).argmin())
+        row = similarity[nearest]
+        best = int(row.argmax())
+        current = row[speakers.index(label)] if label in speakers else -1.0
+        relabelled.append(speakers[best] if row[best] - current >= config.relabel_margin else label)
+    return relabelled
 
 
 def voiceprint_from_json(text: object) -> np.ndarray | None:
