@@ -140,8 +140,8 @@ def call_seconds(call: dict[str, Any]) -> float:
 
 # A task object that is cheap per call says so with `packs_calls = True` (tone windows, loudness):
 # its calls are packed into a few Spark tasks of up to this much audio each, rather than one task per
-# call. On local PySpark a task costs about 0.1 s of its own per slot (the Arrow round trip to the
-# Python worker: 40 empty one-call tasks took 4 s on 2 cores, 2 tasks 0.3 s), more than such a call's
+# call. On local PySpark a task costs about 0.2 s of its own (the Arrow round trip to the Python
+# worker: 40 empty one-call tasks took 4-5 s on 2 slots, 2 tasks 0.2-0.4 s), more than such a call's
 # own work; the bound keeps the audio one task holds at once (`run_batch`) to ~115 MB of float32.
 PACKED_TASK_MAX_AUDIO_S = 1800.0
 
@@ -182,7 +182,7 @@ def map_calls_on_spark(
     The planned groups of call rows travel as one broadcast variable, and the job is `spark.range`
     over the group ids, one id per partition, into `mapInPandas`: each task is a single Python
     evaluation. (Building the rows in Python through `parallelize` ran every task through a second
-    Python worker: 4 s against 1.6 s for 27 empty tasks on 2 cores, and twice the worker processes.)
+    Python worker: 3.3 s against 2.9 s for 27 empty tasks on 2 cores, and twice the worker processes.)
     """
     from pyspark.sql.types import DoubleType, StringType, StructField, StructType
 
