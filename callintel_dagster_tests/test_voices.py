@@ -412,6 +412,10 @@ def test_relabel_words_keeps_the_labels_when_it_cannot_judge():
     assert voiceprints.relabel_words(audio, words, labels, two, EnrollmentConfig(relabel_margin=None)) == labels
     assert voiceprints.relabel_words(audio, words, labels, {"SPEAKER_00": two["SPEAKER_00"]}, EnrollmentConfig()) == labels
     assert voiceprints.relabel_words(audio, words, labels, two, EnrollmentConfig(relabel_max_call_s=0.5)) == labels
+    # A speaker too brief to have an embedding keeps its words, whatever they sound like.
+    noise = np.random.default_rng(3).normal(scale=0.05, size=32_000).astype(np.float32)
+    third = [Word(1.0, 1.4, "okay", 0.9)]
+    assert voiceprints.relabel_words(noise, third, ["SPEAKER_02"], two, EnrollmentConfig(relabel_margin=-1.0)) == ["SPEAKER_02"]
 
 
 @pytest.mark.slow

@@ -179,11 +179,12 @@ def relabel_words(audio: np.ndarray, words: Sequence, labels: Sequence[str], ref
     similarity = windows @ np.stack([references[s] for s in speakers]).T  # (windows, speakers)
     relabelled = []
     for word, label in zip(words, labels):
-        nearest = int(np.abs(centres - (word.start + word.end) / 2).argmin())
-        row = similarity[nearest]
+        if label not in references:  # a speaker too brief to embed: nothing to compare it with
+            relabelled.append(label)
+            continue
+        row = similarity[int(np.abs(centres - (word.start + word.end) / 2).argmin())]
         best = int(row.argmax())
-        current = row[speakers.index(label)] if label in speakers else -1.0
-        relabelled.append(speakers[best] if row[best] - current >= config.relabel_margin else label)
+        relabelled.append(speakers[best] if row[best] - row[speakers.index(label)] >= config.relabel_margin else label)
     return relabelled
 
 
