@@ -95,11 +95,11 @@ def _spark_partition_runner(
     return run
 
 
-def _warm_up_runner(tasks: list[Any]) -> Callable[[Iterator[pd.DataFrame]], Iterator[pd.DataFrame]]:
+def _warm_up_runner(tasks: list[Any], threads: int) -> Callable[[Iterator[pd.DataFrame]], Iterator[pd.DataFrame]]:
     def run(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
         import torch
 
-        torch.set_num_threads(1)
+        torch.set_num_threads(threads)  # as the stage's tasks will run
         for batch in batches:
             for _slot in batch["id"]:
                 started, failures = time.perf_counter(), []
@@ -113,7 +113,7 @@ def _warm_up_runner(tasks: list[Any]) -> Callable[[Iterator[pd.DataFrame]], Iter
     return run
 
 
-def warm_up_workers(spark, tasks: list[Any]) -> dict[str, Any]:
+def warm_up_workers(spark, tasks: list[Any], task_cpus: int = 1) -> dict[str, Any]:
     """Load the models of `tasks` (objects with `warm_up()`) in every Python worker of `spark`: one
     Spark task per slot, started together, so each lands in a worker of its own, which Spark then
     keeps for the stages' tasks (`spark.python.worker.reuse`). Returns the slowest slot's seconds and
@@ -123,7 +123,7 @@ def warm_up_workers(spark, tasks: list[Any]) -> dict[str, Any]:
     slots = spark.sparkContext.defaultParallelism
     spark.sparkContext.setJobDescription(f"callintel warm-up of {slots} worker(s)")
     schema = StructType([StructField("seconds", DoubleType(), False), StructField("failures", StringType(), False)])
-    rows = spark.range(0, slots, 1, slots).mapInPandas(_warm_up_runner(tasks), schema).toPandas()
+    rows = spark.range(0, slots, 1, slots).mapInPandas(_warm_up_runner(tasks, task_cpus), schema).toPandas()
     failures = sorted({failure for text in rows["failures"] for failure in json.loads(text)})
     return {"workers": len(rows), "seconds": round(float(rows["seconds"].max()), 2), "failures": failures}
 

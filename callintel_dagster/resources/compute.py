@@ -111,7 +111,7 @@ class LocalSparkCompute(CallCompute):
             spark = self._session()
             # The same worker environment the stages' tasks get, so they reuse these workers.
             _hand_storage_credentials_to_workers(spark.sparkContext)
-            outcome = warm_up_workers(spark, tasks)
+            outcome = warm_up_workers(spark, tasks, self.task_cpus)
         except Exception as exc:  # noqa: BLE001 - a failed warm-up only means the first calls load the models
             return f"Spark worker warm-up failed ({type(exc).__name__}: {exc}); each worker's first call loads its models"
         failed = f"; could not load: {'; '.join(outcome['failures'])}" if outcome["failures"] else ""
