@@ -17,8 +17,10 @@ from callintel_dagster.engines.audio import (
     AudioDecodeError,
     decode_audio,
     decode_call_audio,
+    gather_spans,
     probe_audio,
     sha256_of,
+    stream_call_audio,
 )
 from callintel_dagster.engines.ingest import (
     agent_id_for,
@@ -233,6 +235,51 @@ def test_model_stage_decode_keeps_the_duration_limit_and_checks_the_file(tmp_pat
     _write_tone(path, 12)
     with pytest.raises(AudioDecodeError, match=r"call\.wav: changed since ingest"):
         decode_call_audio(row)
+
+
+@pytest.mark.parametrize("fmt", ["ulaw.wav", "call.mp3"])
+def test_streamed_blocks_are_the_whole_decode_cut_up_and_hold_one_block(tmp_path, fmt):
+    """A long call's pass one block at a time (the stitching task's): the blocks joined are the
+    whole decode, sample for sample, and the traced peak stays near one block, not the call."""
+    source = _write_tone(tmp_path / "source.wav", 130, rate=8000)
+    path = tmp_path / fmt
+    if fmt == "call.mp3":
+        subprocess.run(["ffmpeg", "-loglevel", "error", "-y", "-i", str(source), str(path)], check=True)
+    else:
+        soundfile.write(path, soundfile.read(source, dtype="float32")[0], 8000, subtype="ULAW")
+    whole = decode_audio(path)
+    row = _call_row(path, whole.size / SAMPLE_RATE)
+    tracemalloc.start()
+    try:
+        sizes, joined = [], []
+        for block in stream_call_audio(row, block_s=20.0):
+            sizes.append(block.size)
+            joined.append(block[:: SAMPLE_RATE].copy())  # a sample per second: compared without holding the call
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert sizes[:-1] == [20 * SAMPLE_RATE] * (len(sizes) - 1) and sum(sizes) == whole.size
+    np.testing.assert_array_equal(np.concatenate(joined), np.concatenate(
+        [whole[first:first + 20 * SAMPLE_RATE][:: SAMPLE_RATE] for first in range(0, whole.size, 20 * SAMPLE_RATE)]))
+    assert peak < 0.5 * whole.nbytes, f"peak {peak / 1e6:.1f} MB for {whole.nbytes / 1e6:.1f} MB of audio"
+
+    spans = {"agent": [(1.0, 2.5), (19.5, 21.0)], "caller": [(129.0, 131.0)]}
+    gathered, total = gather_spans(stream_call_audio(row, block_s=20.0), spans)
+    assert total == whole.size
+    np.testing.assert_array_equal(gathered["agent"][1], whole[round(19.5 * SAMPLE_RATE):21 * SAMPLE_RATE])  # across a block edge
+    np.testing.assert_array_equal(gathered["caller"][0], whole[129 * SAMPLE_RATE:])  # clipped to the call
+
+
+def test_a_streamed_decode_keeps_the_model_stage_checks(tmp_path):
+    path = _write_tone(tmp_path / "call.wav", 10)
+    with pytest.raises(AudioDecodeError, match=r"call\.wav: longer than the configured maximum of 5 s"):
+        list(stream_call_audio(_call_row(path, 4.0), block_s=1.0))
+    samples = np.full(3 * SAMPLE_RATE, 0.1, dtype=np.float32)
+    samples[int(2.5 * SAMPLE_RATE)] = np.nan
+    bad = tmp_path / "nan-late.wav"
+    soundfile.write(bad, samples, SAMPLE_RATE, subtype="FLOAT")
+    with pytest.raises(AudioDecodeError, match=r"nan-late\.wav: non-finite samples \(NaN or Inf\) at 2\.5\d* s"):
+        list(stream_call_audio(_call_row(bad, 3.0), block_s=1.0))
 
 
 def test_model_stage_decode_opens_a_blob_url_through_a_bounded_temp_copy(tmp_path):

@@ -187,6 +187,8 @@ def test_long_call_bench_runs_one_joined_recording_through_the_pipeline(tmp_path
     assert section["quarantined"] == [] and section["turns"] > 3 and section["chunks"] == 1
     assert section["transcribed_until_s"] > 0.8 * section["audio_minutes"] * 60
     assert section["peak_rss_mb"] > 300 and 0 < section["real_time_factor"] < 5
+    by_step = section["peak_rss_by_step_mb"]
+    assert {"valid_segments", "transcripts"} <= set(by_step) and max(by_step.values()) <= section["peak_rss_mb"] + 1
     assert 0 < section["transcripts_slot_use"] <= 1.05
 
     recording = bench.write_long_call(tmp_path / "joined.wav", tmp_path / "sources", 0.2)

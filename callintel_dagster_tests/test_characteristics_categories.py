@@ -20,6 +20,7 @@ from callintel_dagster.engines.audio_redaction import (
     phi_word_spans,
     redact_audio,
     write_redacted_copy,
+    write_redacted_stream,
 )
 from callintel_dagster.engines.categories import (
     HEALTHCARE_CATEGORIES,
@@ -430,3 +431,12 @@ def test_a_long_masked_copy_is_written_in_blocks_that_join_exactly(tmp_path):
     first, last = int(round(start * SAMPLE_RATE)), int(round(end * SAMPLE_RATE))
     assert np.array_equal(written[:first], pcm[:first]) and np.array_equal(written[last:], pcm[last:])
     assert not np.array_equal(written[first:last], pcm[first:last])
+
+    # The same copy from blocks that cut through the span (a long call's stream): byte for byte.
+    audio = decode_audio(source)
+    edge = int(65.5 * SAMPLE_RATE)
+    streamed = tmp_path / "long.streamed.wav"
+    assert write_redacted_stream(iter([audio[:edge], audio[edge:]]), audio.size, streamed, words) == [(start, end)]
+    assert streamed.read_bytes() == target.read_bytes()
+    with pytest.raises(ValueError, match=r"samples arrived for the \d+ the WAV header declares"):
+        write_redacted_stream(iter([audio[:edge]]), audio.size, tmp_path / "short.wav", words)

@@ -142,3 +142,41 @@ def test_a_long_call_with_a_failed_chunk_is_one_failed_call_and_short_calls_run_
     assert by_call.loc["long-call", "status"] == "error"
     assert by_call.loc["long-call", "error"] == "chunk long-call#001: worker killed (OOM)"
     assert by_call.loc["long-call", "seconds"] == 2.0
+
+
+@pytest.mark.slow
+def test_a_long_call_finished_block_by_block_stores_what_the_whole_decode_stores(long_call, tmp_path):
+    """Past `relabel_max_call_s` the stitching task never holds the whole call: the agent's voice
+    sample and the redacted copy come from two passes one block at a time. Everything it stores must
+    be what the task stores when it decodes the call whole."""
+    from callintel_dagster.engines.vad import speech_segments
+    from callintel_dagster.resources.models import ModelSettings
+
+    path, duration, _, _ = long_call
+    whole = ModelSettings().transcript_task()
+    call = {"call_id": "long-call-000002", "audio_url": str(path), "size_bytes": path.stat().st_size,
+            "checksum_sha256": sha256_of(path), "duration_s": duration, "blob_key": "2026-11-23/agent-ana__long-call.wav",
+            "agent_id": "agent-ana"}
+    planned = chunking.plan_chunks(speech_segments(decode_audio(path)), duration, 40.0)
+    chunk_rows = [{**call, "call_id": chunking.chunk_id(call["call_id"], i), "chunk_start_s": start, "chunk_end_s": end}
+                  for i, (start, end) in enumerate(planned)]
+    payloads = [run_call_task(whole, row)["payload"] for row in chunk_rows]
+    stitch = {**call, "chunk_results": chunking.chunk_results_column(payloads)}
+    streamed = dataclasses.replace(whole, enrollment=dataclasses.replace(whole.enrollment, relabel_max_call_s=duration / 2))
+
+    stored = {}
+    for name, task in (("whole", whole), ("streamed", streamed)):
+        target = tmp_path / f"{name}.wav"
+        stored[name] = task({**stitch, "redacted_audio_url": str(target)}) | {"copy": target.read_bytes()}
+    whole_tables, streamed_tables = stored["whole"], stored["streamed"]
+    assert streamed_tables["redacted_audio"][0]["n_spans"] > 0  # the sample call's names and numbers are masked
+    assert streamed_tables["copy"] == whole_tables["copy"]
+    assert [{**row, "path": None} for row in streamed_tables["redacted_audio"]] == [
+        {**row, "path": None} for row in whole_tables["redacted_audio"]]
+    assert streamed_tables["transcripts"] == whole_tables["transcripts"]
+    metrics = [{k: v for k, v in tables["conversation_metrics"][0].items() if k != "language_probability"}
+               for tables in (whole_tables, streamed_tables)]
+    assert metrics[0] == metrics[1] and metrics[1]["duration_s"] == pytest.approx(duration)
+    sample = [tables["agent_voice_samples"][0] for tables in (whole_tables, streamed_tables)]
+    assert sample[1]["embedding_json"] is not None and sample[0]["speech_s"] == sample[1]["speech_s"]
+    assert np.allclose(json.loads(sample[0]["embedding_json"]), json.loads(sample[1]["embedding_json"]), atol=1e-5)

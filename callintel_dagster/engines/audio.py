@@ -6,9 +6,11 @@ rates all become 16 kHz mono float32 — the one representation every downstream
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
-from collections.abc import Mapping
+import itertools
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -109,12 +111,7 @@ def decode_audio(
     or when a sample is NaN or infinite (a float WAV can carry them; every model would turn them
     into NaN scores).
     """
-    path = Path(path)
-    size = path.stat().st_size
-    if size == 0:
-        raise AudioDecodeError(f"{path.name}: file is empty (0 bytes)")
-    if max_bytes is not None and size > max_bytes:
-        raise AudioDecodeError(f"{path.name}: {size} bytes exceeds the {max_bytes}-byte limit")
+    path = _checked_size(path, max_bytes)
     resampler = av.AudioResampler(format="flt", layout="mono" if channels == 1 else "stereo", rate=sample_rate)
     limit = None if max_duration_s is None else int(max_duration_s * sample_rate) * channels
     window = None if end_s is None else round((end_s - start_s) * sample_rate) * channels
@@ -146,6 +143,53 @@ def decode_audio(
         raise AudioDecodeError(f"{path.name}: decoding failed ({_reason(exc)})") from exc
     samples = buffer.samples()
     return samples if channels == 1 else np.ascontiguousarray(samples.reshape(-1, channels).T)
+
+
+def _checked_size(path: str | Path, max_bytes: int | None) -> Path:
+    path = Path(path)
+    size = path.stat().st_size
+    if size == 0:
+        raise AudioDecodeError(f"{path.name}: file is empty (0 bytes)")
+    if max_bytes is not None and size > max_bytes:
+        raise AudioDecodeError(f"{path.name}: {size} bytes exceeds the {max_bytes}-byte limit")
+    return path
+
+
+def stream_audio(path: str | Path, block_s: float, sample_rate: int = SAMPLE_RATE, max_duration_s: float | None = None,
+                 max_bytes: int | None = None) -> Iterator[np.ndarray]:
+    """`decode_audio`'s mono samples as consecutive blocks of `block_s` (the last one shorter), so a
+    pass over a long call holds one block rather than the call (2 h at 16 kHz: 0.46 GB). The same
+    checks, raised when decoding reaches the sample that breaks them."""
+    path = _checked_size(path, max_bytes)
+    resampler = av.AudioResampler(format="flt", layout="mono", rate=sample_rate)
+    block = round(block_s * sample_rate)
+    buffer = _SampleBuffer(path.name, block, None if max_duration_s is None else int(max_duration_s * sample_rate),
+                           max_duration_s, sample_rate)
+    decoded = 0  # samples of earlier blocks, for the duration limit and the position in errors
+    try:
+        with av.open(str(path), metadata_errors="ignore") as container:
+            if not container.streams.audio:
+                raise AudioDecodeError(f"{path.name}: no audio stream")
+            frames = (out for frame in itertools.chain(container.decode(audio=0), [None])
+                      for out in resampler.resample(frame))
+            for out in frames:
+                samples = out.to_ndarray().reshape(-1)
+                while samples.size:
+                    room = block - buffer.size
+                    buffer.append(samples[:room], offset=decoded)
+                    samples = samples[room:]
+                    if buffer.size == block:
+                        yield buffer.data.copy()
+                        decoded += block
+                        buffer.size = 0
+    except AudioDecodeError:
+        raise
+    except (av.error.FFmpegError, UnicodeDecodeError, ValueError) as exc:
+        raise AudioDecodeError(f"{path.name}: decoding failed ({_reason(exc)})") from exc
+    if buffer.size:
+        yield buffer.data[: buffer.size].copy()
+    elif decoded == 0:
+        raise AudioDecodeError(f"{path.name}: no audio samples decoded")
 
 
 # Codecs whose decoded frames after a seek carry exact timestamps, so a window can start there.
@@ -194,13 +238,14 @@ class _SampleBuffer:
         self.data = np.empty(declared if limit is None else min(declared, limit), dtype=np.float32)
         self.size = 0
 
-    def append(self, chunk: np.ndarray) -> None:
+    def append(self, chunk: np.ndarray, offset: int = 0) -> None:
+        """Copy `chunk` in; `offset`: samples decoded before this buffer began (a streamed block)."""
         end = self.size + chunk.size
-        if self.limit is not None and end > self.limit:
+        if self.limit is not None and offset + end > self.limit:
             raise AudioDecodeError(f"{self.name}: longer than the configured maximum of {self.max_duration_s:.0f} s")
         if not np.isfinite(chunk).all():
             raise AudioDecodeError(
-                f"{self.name}: non-finite samples (NaN or Inf) at {self.size / self.sample_rate:.2f} s; not usable audio"
+                f"{self.name}: non-finite samples (NaN or Inf) at {(offset + self.size) / self.sample_rate:.2f} s; not usable audio"
             )
         if end > self.data.size:
             grown = max(end, self.data.size * 3 // 2)
@@ -228,6 +273,38 @@ def decode_call_audio(call: Mapping[str, Any], sample_rate: int = SAMPLE_RATE, c
     the decode is capped at the measured duration (+1 s), so the model stages inherit the configured
     size and duration limits. `start_s` / `end_s`: only that window (one chunk of a long call).
     """
+    with _inventoried_file(call) as (path, limits):
+        return decode_audio(path, sample_rate, channels=channels, start_s=start_s, end_s=end_s, **limits)
+
+
+def stream_call_audio(call: Mapping[str, Any], block_s: float = 60.0) -> Iterator[np.ndarray]:
+    """`decode_call_audio`'s mono samples, checked the same way, as blocks (`stream_audio`)."""
+    with _inventoried_file(call) as (path, limits):
+        yield from stream_audio(path, block_s, **limits)
+
+
+def gather_spans(blocks: Iterable[np.ndarray], spans: Mapping[str, Sequence[tuple[float, float]]],
+                 sample_rate: int = SAMPLE_RATE) -> tuple[dict[str, list[np.ndarray]], int]:
+    """The samples under each key's (start_s, end_s) spans, one array per span, from the consecutive
+    `blocks` of a call (`stream_call_audio`); and how many samples the blocks held in all."""
+    wanted = [(key, index, round(start * sample_rate), round(end * sample_rate))
+              for key, own in spans.items() for index, (start, end) in enumerate(own)]
+    parts: dict[tuple[str, int], list[np.ndarray]] = {(key, index): [] for key, index, _, _ in wanted}
+    offset = 0
+    for block in blocks:
+        for key, index, first, last in wanted:
+            if first < offset + block.size and last > offset:
+                parts[key, index].append(block[max(first - offset, 0):last - offset].copy())
+        offset += block.size
+    gathered = {key: [np.concatenate(parts[key, index]) for index in range(len(own)) if parts[key, index]]
+                for key, own in spans.items()}
+    return gathered, offset
+
+
+@contextlib.contextmanager
+def _inventoried_file(call: Mapping[str, Any]) -> Iterator[tuple[Path, dict[str, Any]]]:
+    """The call's recording as a local file checked against its inventory (`decode_call_audio`),
+    and the decode limits that follow from the earlier stages."""
     url = str(call["audio_url"])
     expected_size, expected_sha = int(float(call["size_bytes"])), str(call["checksum_sha256"])
 
@@ -241,7 +318,6 @@ def decode_call_audio(call: Mapping[str, Any], sample_rate: int = SAMPLE_RATE, c
             size = path.stat().st_size
             if size != expected_size or sha256_of(path) != expected_sha:
                 raise changed(f"{size} bytes now, {expected_size} inventoried, or a different checksum")
-            return decode_audio(path, sample_rate, max_duration_s=float(call["duration_s"]) + 1.0, max_bytes=expected_size,
-                                channels=channels, start_s=start_s, end_s=end_s)
+            yield path, {"max_duration_s": float(call["duration_s"]) + 1.0, "max_bytes": expected_size}
     except BlobTooLargeError as exc:
         raise changed(f"more than the {expected_size} bytes inventoried") from exc

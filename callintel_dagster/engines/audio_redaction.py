@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import re
 import wave
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
@@ -169,6 +169,42 @@ def phi_word_spans(words: Sequence[Any]) -> list[int]:
     return sorted({index for t in flagged for index in tokens[t][1]})
 
 
+def redaction_spans(words: Sequence[Any], duration_s: float, pad_s: float = 0.05) -> list[tuple[float, float]]:
+    """The time spans (s) a redacted copy replaces: every PHI word's (± `pad_s`), merged where padding
+    makes neighbouring words touch, clipped to [0, `duration_s`]."""
+    raw = sorted((max(0.0, float(_word_field(words[i], "start")) - pad_s),
+                  min(duration_s, float(_word_field(words[i], "end")) + pad_s)) for i in phi_word_spans(words))
+    spans: list[tuple[float, float]] = []
+    for start, end in raw:
+        if spans and start <= spans[-1][1]:
+            spans[-1] = (spans[-1][0], max(spans[-1][1], end))
+        elif end > start:
+            spans.append((start, end))
+    return spans
+
+
+def _masked(block: np.ndarray, first_sample: int, spans: Sequence[tuple[float, float]], mode: str,
+            sample_rate: int) -> np.ndarray:
+    """`block` (the call's samples from `first_sample` on, changed in place) with the parts of `spans`
+    inside it replaced; the tone's phase follows the call's clock, so it runs on across blocks."""
+    for start, end in spans:
+        first = max(int(round(start * sample_rate)), first_sample)
+        last = min(int(round(end * sample_rate)), first_sample + block.size)
+        if last <= first:
+            continue
+        if mode == "silence":
+            block[first - first_sample:last - first_sample] = 0
+        else:
+            t = np.arange(first, last) / sample_rate
+            block[first - first_sample:last - first_sample] = (TONE_AMPLITUDE * np.sin(2 * np.pi * TONE_HZ * t)).astype(block.dtype)
+    return block
+
+
+def _check_mode(mode: str) -> None:
+    if mode not in ("tone", "silence"):
+        raise ValueError(f"mode must be 'tone' or 'silence', not {mode!r}")
+
+
 def redact_audio(audio: np.ndarray, words: Sequence[Any], mode: Literal["tone", "silence"] = "tone",
                  pad_s: float = 0.05, sample_rate: int = SAMPLE_RATE
                  ) -> tuple[np.ndarray, list[tuple[float, float]]]:
@@ -178,47 +214,46 @@ def redact_audio(audio: np.ndarray, words: Sequence[Any], mode: Literal["tone", 
     Returns the redacted audio (same dtype and length) and the replaced spans in seconds, merged
     where padding makes neighbouring words touch and clipped to the audio.
     """
-    if mode not in ("tone", "silence"):
-        raise ValueError(f"mode must be 'tone' or 'silence', not {mode!r}")
-    duration = len(audio) / sample_rate
-    raw = sorted((max(0.0, float(_word_field(words[i], "start")) - pad_s),
-                  min(duration, float(_word_field(words[i], "end")) + pad_s)) for i in phi_word_spans(words))
-    spans: list[tuple[float, float]] = []
-    for start, end in raw:
-        if spans and start <= spans[-1][1]:
-            spans[-1] = (spans[-1][0], max(spans[-1][1], end))
-        elif end > start:
-            spans.append((start, end))
-
-    redacted = audio.copy()
-    for start, end in spans:
-        first, last = int(round(start * sample_rate)), int(round(end * sample_rate))
-        if mode == "silence":
-            redacted[first:last] = 0
-        else:
-            t = np.arange(first, last) / sample_rate
-            redacted[first:last] = (TONE_AMPLITUDE * np.sin(2 * np.pi * TONE_HZ * t)).astype(audio.dtype)
-    return redacted, spans
+    _check_mode(mode)
+    spans = redaction_spans(words, len(audio) / sample_rate, pad_s)
+    return _masked(audio.copy(), 0, spans, mode, sample_rate), spans
 
 
 def write_redacted_copy(audio: np.ndarray, dst: str | Path, words: Sequence[Any],
                         mode: Literal["tone", "silence"] = "tone", pad_s: float = 0.05
                         ) -> list[tuple[float, float]]:
-    """Redact decoded 16 kHz mono `audio` (`redact_audio`) and write it as a 16 kHz mono 16-bit PCM
-    WAV to `dst`, a local path or an fsspec URL of the blob store (streamed, never staged on local
-    disk); returns the redacted spans. WAV because every player and QA tool opens it and 16-bit PCM
-    holds telephone audio without loss."""
-    redacted, spans = redact_audio(audio, words, mode=mode, pad_s=pad_s)
+    """Redact decoded 16 kHz mono `audio` (as `redact_audio` does) and write it as a 16 kHz mono
+    16-bit PCM WAV to `dst`, a local path or an fsspec URL of the blob store (streamed, never staged
+    on local disk); returns the redacted spans. WAV because every player and QA tool opens it and
+    16-bit PCM holds telephone audio without loss."""
+    blocks = (audio[first:first + _PCM_BLOCK] for first in range(0, audio.size, _PCM_BLOCK))
+    return write_redacted_stream(blocks, audio.size, dst, words, mode, pad_s)
+
+
+def write_redacted_stream(blocks: Iterable[np.ndarray], n_samples: int, dst: str | Path, words: Sequence[Any],
+                          mode: Literal["tone", "silence"] = "tone", pad_s: float = 0.05
+                          ) -> list[tuple[float, float]]:
+    """`write_redacted_copy` of a call that arrives as consecutive blocks of `n_samples` in all
+    (`audio.stream_call_audio`): one block in memory at a time, each copied before it is masked."""
+    _check_mode(mode)
+    spans = redaction_spans(words, n_samples / SAMPLE_RATE, pad_s)
+    written = 0
     with open_url_for_write(str(dst)) as handle, wave.open(handle, "wb") as out:
         out.setnchannels(1)
         out.setsampwidth(2)
         out.setframerate(SAMPLE_RATE)
         # Declared up front, so the header is final and the stream never seeks back (blob uploads can't).
-        out.setnframes(redacted.size)
-        # A block at a time: converting a 2-hour call at once held four copies of it (float64 ones).
-        # `writeframesraw`: `writeframes` would patch the header after each block, seeking back.
-        for first in range(0, redacted.size, _PCM_BLOCK):
-            out.writeframesraw(_pcm16(redacted[first:first + _PCM_BLOCK]))
+        out.setnframes(n_samples)
+        for block in blocks:
+            block = block[: n_samples - written]
+            # A block at a time: converting a 2-hour call at once held four copies of it (float64 ones).
+            # `writeframesraw`: `writeframes` would patch the header after each block, seeking back.
+            for first in range(0, block.size, _PCM_BLOCK):
+                piece = _masked(block[first:first + _PCM_BLOCK].copy(), written + first, spans, mode, SAMPLE_RATE)
+                out.writeframesraw(_pcm16(piece))
+            written += block.size
+    if written != n_samples:
+        raise ValueError(f"{dst}: {written} samples arrived for the {n_samples} the WAV header declares")
     return spans
 
 

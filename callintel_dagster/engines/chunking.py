@@ -72,8 +72,9 @@ class ChunkTask:
         start, end = float(call["chunk_start_s"]), float(call["chunk_end_s"])
         # Only the chunk's samples: two slots on a 2-hour call would otherwise hold it twice.
         piece = decode_call_audio(call, start_s=start, end_s=end)
-        # Each chunk hears its own language; the stitched call is labelled with the whole call's.
-        language, _ = detect_language(piece, self.asr)
+        # Each chunk hears its own language; the stitched call is labelled with its first chunk's
+        # (what detection on the whole call hears: its opening speech).
+        language, probability = detect_language(piece, self.asr)
         heard, fell_back = transcribe_with_fallback(piece, config_for_language(self.asr, language))
         words = [dataclasses.replace(w, start=w.start + start, end=w.end + start) for w in heard]
         local = diarize(piece, self.diarization)
@@ -86,6 +87,7 @@ class ChunkTask:
                 "speakers": [dataclasses.asdict(t) for t in turns],
                 "voices": voices,
                 "asr_fell_back": fell_back,
+                "language": language, "language_probability": probability,
             }]
         }
 
@@ -152,6 +154,12 @@ def stitch_chunks(chunks: list[dict]) -> tuple[list[Word], list[SpeakerTurn], bo
         names.setdefault(turn.speaker, f"SPEAKER_{len(names):02d}")
     fell_back = any(chunk.get("asr_fell_back", False) for chunk in chunks)
     return words, [dataclasses.replace(turn, speaker=names[turn.speaker]) for turn in turns], fell_back
+
+
+def opening_language(chunks: list[dict]) -> tuple[str, float | None]:
+    """The language of a stitched call: its first chunk's (the call's opening speech)."""
+    first = min(chunks, key=lambda c: c["start_s"])
+    return first["language"], first["language_probability"]
 
 
 def is_chunk_row(call: dict) -> bool:

@@ -21,6 +21,7 @@ import numpy as np
 import pandas as pd
 
 from callintel_dagster.engines.chunking import is_chunk_row
+from callintel_dagster.engines.heap import limit_heap_arenas, release_free_heap
 
 CallTask = Callable[[dict[str, Any]], dict[str, list[dict[str, Any]]]]
 
@@ -53,15 +54,20 @@ def run_call_tasks(task: CallTask, calls: list[dict[str, Any]]) -> list[dict[str
     batch's wall shared out evenly. If the batch fails as a whole, each call runs alone, so one bad
     call still cannot fail the others."""
     run_batch = getattr(task, "run_batch", None)
-    if run_batch is None or len(calls) < 2:
-        return [run_call_task(task, call) for call in calls]
-    started = time.perf_counter()
     try:
-        outcomes = run_batch(calls)
-    except Exception:  # noqa: BLE001 - retried call by call, where the failing call is isolated
-        return [run_call_task(task, call) for call in calls]
-    seconds = (time.perf_counter() - started) / len(calls)
-    return [_result_row(call, outcome, seconds) for call, outcome in zip(calls, outcomes, strict=True)]
+        if run_batch is None or len(calls) < 2:
+            return [run_call_task(task, call) for call in calls]
+        started = time.perf_counter()
+        try:
+            outcomes = run_batch(calls)
+        except Exception:  # noqa: BLE001 - retried call by call, where the failing call is isolated
+            return [run_call_task(task, call) for call in calls]
+        seconds = (time.perf_counter() - started) / len(calls)
+        return [_result_row(call, outcome, seconds) for call, outcome in zip(calls, outcomes, strict=True)]
+    finally:
+        # The worker (or the run's process) lives on to the next calls: what the models freed goes
+        # back to the system rather than staying mapped (engines/heap.py).
+        release_free_heap()
 
 
 def _result_row(call: dict[str, Any], outcome: Any, seconds: float) -> dict[str, Any]:
@@ -88,6 +94,7 @@ def _spark_partition_runner(
 
         # One intra-op thread pool per task core: several Spark tasks share the machine.
         torch.set_num_threads(threads)
+        limit_heap_arenas()
         for batch in batches:
             for group in batch["id"]:
                 yield pd.DataFrame(run_call_tasks(task, planned.value[int(group)]), columns=RESULT_COLUMNS)
@@ -100,6 +107,7 @@ def _warm_up_runner(tasks: list[Any], threads: int) -> Callable[[Iterator[pd.Dat
         import torch
 
         torch.set_num_threads(threads)  # as the stage's tasks will run
+        limit_heap_arenas()
         for batch in batches:
             for _slot in batch["id"]:
                 started, failures = time.perf_counter(), []

@@ -14,6 +14,12 @@ Every other call (mono, mono-in-stereo, multichannel) is diarized from its mono 
 
 A call of a known agent also gets its agent-side voice sample, and, when the driver hands it the
 agent's voiceprint (`agent_voiceprint_json`), the roles use it (engines/voiceprints.py).
+
+A long call whose chunks ran as separate tasks is finished here from the chunks' words and speakers.
+When it is longer than `EnrollmentConfig.relabel_max_call_s` (so no word is heard again by voice), it
+is never decoded whole: its language is its first chunk's, and two passes over it one block at a time
+gather the agent-side voice sample and write the redacted copy. The whole of a 2-hour call at 16 kHz
+is 0.46 GB, and the redacted copy was a second one.
 """
 
 from __future__ import annotations
@@ -26,8 +32,8 @@ import pandas as pd
 
 from callintel_dagster.engines.align import assign_speakers, build_turns, conversation_metrics
 from callintel_dagster.engines.asr import AsrConfig, config_for_language, detect_language, transcribe_with_fallback
-from callintel_dagster.engines.audio import SAMPLE_RATE, decode_call_audio, warm_up_audio
-from callintel_dagster.engines.audio_redaction import write_redacted_copy
+from callintel_dagster.engines.audio import SAMPLE_RATE, decode_call_audio, gather_spans, stream_call_audio, warm_up_audio
+from callintel_dagster.engines.audio_redaction import write_redacted_copy, write_redacted_stream
 from callintel_dagster.engines.channels import (
     CHANNEL_NAMES,
     CHANNEL_SPEECH_PAD_MS,
@@ -36,7 +42,7 @@ from callintel_dagster.engines.channels import (
     own_speech,
     words_in_speech,
 )
-from callintel_dagster.engines.chunking import ChunkTask, is_chunk_row, stitch_chunks
+from callintel_dagster.engines.chunking import ChunkTask, is_chunk_row, opening_language, stitch_chunks
 from callintel_dagster.engines.diarize import DiarizationConfig, SpeakerTurn, diarize, voice_encoder
 from callintel_dagster.engines.redaction import redact_turns
 from callintel_dagster.engines.vad import VadConfig, speech_segments
@@ -45,7 +51,9 @@ from callintel_dagster.engines.voiceprints import (
     VOICEPRINT_MODEL,
     EnrollmentConfig,
     VoiceMatch,
+    embed_speakers,
     embedding_json,
+    embedding_sample,
     match_agent,
     relabel_words,
     speaker_embeddings,
@@ -99,35 +107,49 @@ class TranscriptTask:
         if is_chunk_row(call):  # one chunk of a long call: words, speakers and voices only
             return ChunkTask(self.asr, self.diarization)(call)
         split_stereo = call.get("channel_layout") == SPLIT_STEREO
-        # Decoded once: a split-stereo call keeps both channels, and its mono mix is what the
-        # language detector listens to and the redacted copy is made of.
-        stereo = decode_call_audio(call, channels=len(CHANNEL_NAMES)) if split_stereo else None
-        audio = stereo.mean(axis=0) if split_stereo else decode_call_audio(call)
-        duration = audio.size / SAMPLE_RATE
-        language, language_probability = detect_language(audio, self.asr)
-        asr = config_for_language(self.asr, language)
-        if split_stereo:
-            words, speakers, turns, fell_back = self.per_channel(stereo, asr)
-            roles, role_source = channel_roles(self.agent_channel), ROLE_FROM_CHANNEL_MAP
-            model_id = self.channel_model_id(language, fell_back)
-        else:
-            if call.get("chunk_results"):  # a long call whose chunks ran as separate tasks (engines/chunking.py)
-                words, speakers, fell_back = stitch_chunks(json.loads(call["chunk_results"]))
-            else:
-                words, fell_back = transcribe_with_fallback(audio, asr)
-                speakers = diarize(audio, self.diarization)
-            roles, role_source, model_id = None, ROLE_FROM_DIARIZATION, self.model_id(language, fell_back)
-        voiceprint = voiceprint_from_json(call.get("agent_voiceprint_json"))
-        # Only calls of a known agent give enrolment samples (the file name names the agent). Calls
-        # reach workers as text: no agent / no voiceprint is "". A split-stereo call's agent channel
-        # is a clean sample; its roles stay the channel map's, its voice match is still checked.
+        chunks = json.loads(call["chunk_results"]) if call.get("chunk_results") else None
         enrolled = self.enrollment.enabled and bool(call.get("agent_id"))
-        embeddings = speaker_embeddings(audio, speakers, self.enrollment) if enrolled else {}
+        if chunks is not None and float(call["duration_s"]) > self.enrollment.relabel_max_call_s:
+            # A long call whose chunks ran as separate tasks (engines/chunking.py), too long for the
+            # words to be heard again by voice: it is never decoded whole here (module docstring).
+            words, speakers, fell_back = stitch_chunks(chunks)
+            language, language_probability = opening_language(chunks)
+            audio = None
+            sample = embedding_sample(speakers, self.enrollment) if enrolled else {}
+            pieces, n_samples = gather_spans(stream_call_audio(call), {s: spans for s, (spans, _) in sample.items()})
+            embeddings = embed_speakers(pieces, sample, self.enrollment)
+            duration = n_samples / SAMPLE_RATE
+            roles, role_source, model_id = None, ROLE_FROM_DIARIZATION, self.model_id(language, fell_back)
+        else:
+            # Decoded once: a split-stereo call keeps both channels, and its mono mix is what the
+            # language detector listens to and the redacted copy is made of.
+            stereo = decode_call_audio(call, channels=len(CHANNEL_NAMES)) if split_stereo else None
+            audio = stereo.mean(axis=0) if split_stereo else decode_call_audio(call)
+            duration = audio.size / SAMPLE_RATE
+            language, language_probability = detect_language(audio, self.asr)
+            asr = config_for_language(self.asr, language)
+            if split_stereo:
+                words, speakers, turns, fell_back = self.per_channel(stereo, asr)
+                roles, role_source = channel_roles(self.agent_channel), ROLE_FROM_CHANNEL_MAP
+                model_id = self.channel_model_id(language, fell_back)
+            else:
+                if chunks is not None:
+                    words, speakers, fell_back = stitch_chunks(chunks)
+                else:
+                    words, fell_back = transcribe_with_fallback(audio, asr)
+                    speakers = diarize(audio, self.diarization)
+                roles, role_source, model_id = None, ROLE_FROM_DIARIZATION, self.model_id(language, fell_back)
+            # Only calls of a known agent give enrolment samples (the file name names the agent). A
+            # split-stereo call's agent channel is a clean sample; its roles stay the channel map's,
+            # its voice match is still checked.
+            embeddings = speaker_embeddings(audio, speakers, self.enrollment) if enrolled else {}
+        # Calls reach workers as text: no agent / no voiceprint is "".
+        voiceprint = voiceprint_from_json(call.get("agent_voiceprint_json"))
         match = match_agent(embeddings, voiceprint, self.enrollment) if voiceprint is not None else None
         if not split_stereo:
             agent = match.agent_speaker if match else None
             labels = None
-            if agent is not None:  # the voiceprint knows the agent: words go to the voice they sound like
+            if agent is not None and audio is not None:  # the voiceprint knows the agent: words go to the voice they sound like
                 references = {s: e for s, (e, _) in embeddings.items() if s != agent} | {agent: voiceprint}
                 words = sorted(words, key=lambda w: (w.start, w.end))  # the order build_turns keeps
                 labels = relabel_words(audio, words, assign_speakers(words, speakers), references, self.enrollment)
@@ -154,7 +176,10 @@ class TranscriptTask:
                 self._voice_sample(call, agent_speaker, embeddings, match, voice_match, split_stereo)]
         if self.audio_redaction:
             target = str(call["redacted_audio_url"])
-            spans = write_redacted_copy(audio, target, words, mode=self.audio_redaction)
+            if audio is None:  # a second pass over the long call, one block at a time
+                spans = write_redacted_stream(stream_call_audio(call), n_samples, target, words, mode=self.audio_redaction)
+            else:
+                spans = write_redacted_copy(audio, target, words, mode=self.audio_redaction)
             tables["redacted_audio"] = [
                 {"path": target, "mode": self.audio_redaction, "n_spans": len(spans), "spans_json": json.dumps(spans)}
             ]

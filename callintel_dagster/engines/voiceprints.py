@@ -105,17 +105,31 @@ def speaker_embeddings(
     audio: np.ndarray, speaker_turns: Sequence[SpeakerTurn], config: EnrollmentConfig
 ) -> dict[str, tuple[np.ndarray, float]]:
     """Unit d-vector and solo seconds of every speaker with at least `min_speaker_s` of solo speech."""
-    wavs, owners = [], []
+    sample = embedding_sample(speaker_turns, config)
+    pieces = {speaker: [audio[round(s * SAMPLE_RATE) : round(e * SAMPLE_RATE)] for s, e in spans]
+              for speaker, (spans, _) in sample.items()}
+    return embed_speakers(pieces, sample, config)
+
+
+def embedding_sample(speaker_turns: Sequence[SpeakerTurn], config: EnrollmentConfig) -> dict[str, tuple[list[Span], float]]:
+    """Per speaker with at least `min_speaker_s` of solo speech: the spans their embedding listens
+    to (at most `EMBEDDING_MAX_SPEECH_S`, spread over the call) and their solo seconds."""
+    sample = {}
     for speaker, spans in solo_speech(speaker_turns).items():
         seconds = total_length(spans)
         if seconds >= config.min_speaker_s:
-            heard = spread_sample(spans, EMBEDDING_MAX_SPEECH_S)
-            wavs.append(np.concatenate([audio[round(s * SAMPLE_RATE) : round(e * SAMPLE_RATE)] for s, e in heard]))
-            owners.append((speaker, seconds))
-    if not wavs:
+            sample[speaker] = (spread_sample(spans, EMBEDDING_MAX_SPEECH_S), seconds)
+    return sample
+
+
+def embed_speakers(pieces: dict[str, list[np.ndarray]], sample: dict[str, tuple[list[Span], float]],
+                   config: EnrollmentConfig) -> dict[str, tuple[np.ndarray, float]]:
+    """`speaker_embeddings` from the audio under each speaker's `embedding_sample` spans (`pieces`)."""
+    speakers = [speaker for speaker in sample if pieces.get(speaker)]
+    if not speakers:
         return {}
-    embeddings = embed_utterances(voice_encoder(config.device), wavs)
-    return {speaker: (embedding, seconds) for (speaker, seconds), embedding in zip(owners, embeddings)}
+    embeddings = embed_utterances(voice_encoder(config.device), [np.concatenate(pieces[s]) for s in speakers])
+    return {speaker: (embedding, sample[speaker][1]) for speaker, embedding in zip(speakers, embeddings)}
 
 
 def spread_sample(spans: list[Span], most_s: float) -> list[Span]:

@@ -595,6 +595,7 @@ def _fresh_process_run(root: Path, blob_root: Path, models_root: Path, factory: 
     steps_at_peak = sorted(step for step, (begun, ended) in windows.items() if begun <= memory.peak_at <= ended)
     return result | {"process_seconds": round(wall, 2), "peak_rss_mb": memory.peak_mb, "peak_pss_mb": memory.peak_pss_mb,
                      "peak_rss_by_process_mb": memory.peak_by_process, "steps_at_peak": steps_at_peak,
+                     "peak_rss_by_step_mb": memory.peak_mb_by_step(windows),
                      "time_split": _time_split(windows, launched_at, wall)}
 
 
@@ -665,6 +666,7 @@ def long_call_section(work: Path, models_root: Path, minutes: float) -> dict[str
         "peak_pss_mb": run["peak_pss_mb"],
         "peak_rss_by_process_mb": run["peak_rss_by_process_mb"],
         "steps_at_peak": run["steps_at_peak"],
+        "peak_rss_by_step_mb": run["peak_rss_by_step_mb"],
         "transcripts_wall_seconds": transcripts_stage.get("wall_seconds"),
         "transcripts_task_seconds": transcripts_stage.get("model_seconds"),
         "transcripts_slot_use": round(busy, 3) if busy is not None else None,
@@ -734,6 +736,8 @@ def _long_call_markdown(section: dict[str, Any]) -> list[str]:
         f"| at the RSS peak: step(s) running; RSS by process, MB | {', '.join(section['steps_at_peak']) or '–'}; "
         + "; ".join(f"{kind} {' + '.join(str(mb) for mb in sizes)}" for kind, sizes in section["peak_rss_by_process_mb"].items())
         + " |",
+        "| peak RSS summed while each step ran, MB | "
+        + ", ".join(f"{step} {mb}" for step, mb in section["peak_rss_by_step_mb"].items()) + " |",
         f"| chunks of ≤ {fmt(section['chunk_s'])} s | {section['chunks']} |",
         f"| `transcripts`: wall s / task s / slot use ({section['spark_slots']} slots) | "
         f"{fmt(section['transcripts_wall_seconds'])} / {fmt(section['transcripts_task_seconds'])} / "
@@ -914,6 +918,8 @@ class MemorySampler:
         # At the RSS peak: when (epoch s) and how much each kind of process held (MB).
         self.peak_at = 0.0
         self.peak_by_process: dict[str, list[float]] = {}
+        # (epoch s, summed RSS bytes) of every sample: the peak of each step of the run.
+        self.samples: list[tuple[float, int]] = []
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="bench-memory", daemon=True)
 
@@ -924,6 +930,15 @@ class MemorySampler:
     @property
     def peak_pss_mb(self) -> float | None:
         return round(self.peak_pss_bytes / 2**20, 1) if self.peak_pss_bytes else None
+
+    def peak_mb_by_step(self, windows: dict[str, tuple[float, float]]) -> dict[str, float]:
+        """Peak summed RSS (MB) while each step ran (`windows`: step -> (began, ended), epoch s)."""
+        peaks = {}
+        for step, (begun, ended) in sorted(windows.items(), key=lambda item: item[1][0]):
+            during = [total for at, total in self.samples if begun <= at <= ended]
+            if during:
+                peaks[step] = round(max(during) / 2**20)
+        return peaks
 
     def __enter__(self) -> MemorySampler:
         self._thread.start()
@@ -954,6 +969,7 @@ class MemorySampler:
                     total += memory.rss
                     pss += getattr(memory, "pss", 0)  # Linux only
                     by_process.setdefault(_process_kind(process, root), []).append(round(memory.rss / 2**20))
+            self.samples.append((time.time(), total))
             if total > self.peak_bytes:
                 self.peak_bytes, self.peak_at = total, time.time()
                 self.peak_by_process = {kind: sorted(sizes, reverse=True) for kind, sizes in by_process.items()}

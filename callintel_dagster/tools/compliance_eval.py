@@ -404,18 +404,19 @@ def _non_default(config) -> dict:
 
 
 def cached_transcriptions(part: Part, cache_dir: Path = DEFAULT_CACHE_DIR, asr=None, diarization=None,
-                          log=print) -> dict[str, dict]:
-    """``call name -> {"truth", "duration_s", "words", "speakers"}`` for one part: synthesized into
-    ``cache_dir/blobs`` and transcribed with the pipeline's defaults (``ModelSettings``) unless
-    given, reusing every cached entry whose key still matches."""
-    from callintel_dagster.engines.asr import transcribe_with_fallback
+                          log=print, language: str = "en") -> dict[str, dict]:
+    """``call name -> {"truth", "duration_s", "language", "words", "speakers"}`` for one part of
+    the ``language`` corpus: synthesized into ``cache_dir/blobs`` and, as the transcripts stage does,
+    each call's language detected and the call transcribed in it, with the pipeline's defaults
+    (``ModelSettings``) unless given, reusing every cached entry whose key still matches."""
+    from callintel_dagster.engines.asr import config_for_language, detect_language, transcribe_with_fallback
     from callintel_dagster.engines.audio import SAMPLE_RATE, decode_audio
     from callintel_dagster.engines.diarize import diarize
     from callintel_dagster.resources.models import ModelSettings
 
     settings = ModelSettings()
     asr, diarization = asr or settings.asr_config(), diarization or settings.diarization_config()
-    paths = write_demo_calls(cache_dir / "blobs", [CACHE_CALL_DATE], scripts=corpus_part(part))
+    paths = write_demo_calls(cache_dir / "blobs", [CACHE_CALL_DATE], scripts=corpus_part(part, language))
     entries = {}
     for index, path in enumerate(paths, 1):
         truth = load_truth(path)
@@ -423,8 +424,9 @@ def cached_transcriptions(part: Part, cache_dir: Path = DEFAULT_CACHE_DIR, asr=N
         if not entry_path.exists():
             started = time.perf_counter()
             audio = decode_audio(path)
-            words, fell_back = transcribe_with_fallback(audio, asr)
-            entry = {"duration_s": audio.size / SAMPLE_RATE, "asr_fell_back": fell_back,
+            heard_language, _ = detect_language(audio, asr)
+            words, fell_back = transcribe_with_fallback(audio, config_for_language(asr, heard_language))
+            entry = {"duration_s": audio.size / SAMPLE_RATE, "asr_fell_back": fell_back, "language": heard_language,
                      "words": [dataclasses.asdict(w) for w in words],
                      "speakers": [dataclasses.asdict(t) for t in diarize(audio, diarization)]}
             entry_path.parent.mkdir(parents=True, exist_ok=True)
@@ -444,7 +446,8 @@ def replay_turns(entry: Mapping) -> list[dict]:
     from callintel_dagster.engines.diarize import SpeakerTurn
 
     turns = build_turns([Word(**w) for w in entry["words"]], [SpeakerTurn(**t) for t in entry["speakers"]])
-    return redact_turns(turns).to_dict("records")
+    # Entries cached before languages were detected are English calls.
+    return [{**turn, "language": entry.get("language", "en")} for turn in redact_turns(turns).to_dict("records")]
 
 
 def cached_audio_evaluation(entries: Mapping[str, Mapping], assess=None) -> dict[str, Any]:
@@ -614,9 +617,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--cache-dir", type=Path, default=DEFAULT_CACHE_DIR)
     args = parser.parse_args(argv)
     if args.through_audio or args.transcribe_only:
-        if args.language != "en":
-            parser.error("--through-audio and --transcribe-only cache the English corpus only")
-        entries = cached_transcriptions(args.part, args.cache_dir)
+        entries = cached_transcriptions(args.part, args.cache_dir, language=args.language)
         if args.transcribe_only:
             print(f"{len(entries)} calls of the {args.part} part cached under {args.cache_dir}")
             return 0
