@@ -282,3 +282,27 @@ def test_cached_audio_evaluation_replays_roles_redaction_and_rules():
         "call: NAME 'Great,' stored as 'Great,' in clear: ... reversed the charge, you owe nothing. Great, thanks! ..."]
     assert ce.cached_audio_evaluation({"call": leaky})["redaction_as_transcribed"]["per_kind"]["NAME"] == {
         "recall": 0.0, "tokens": 1}
+
+
+def test_a_cached_call_is_replayed_in_the_language_it_was_heard_in():
+    """`--language es --through-audio`: a cached entry keeps the language detected when it was
+    transcribed, and the replay reads it with that language's lexicon; older entries are English."""
+    lines = [("S0", "Oficina de cobros, buenas tardes."),
+             ("S1", "Me cobraron dos veces el mismo cargo en la factura de marzo.")]
+    words, speakers, clock = [], [], 0.0
+    for speaker, text in lines:
+        start = clock
+        for token in text.split():
+            words.append({"start": clock, "end": clock + 0.3, "text": token, "probability": 0.9})
+            clock += 0.3
+        speakers.append({"start": start, "end": clock, "speaker": speaker})
+        clock += 0.2
+    entry = {"duration_s": clock, "words": words, "speakers": speakers, "language": "es"}
+    from callintel_dagster.engines.rules import assess_call_with_rules
+
+    spanish = ce.replay_turns(entry)
+    assert {t["language"] for t in spanish} == {"es"}
+    assert ce.assessment_flags(assess_call_with_rules(spanish))["billing_detected"] is True
+    english = ce.replay_turns({k: v for k, v in entry.items() if k != "language"})
+    assert {t["language"] for t in english} == {"en"}
+    assert ce.assessment_flags(assess_call_with_rules(english))["billing_detected"] is not True
