@@ -247,6 +247,25 @@ def test_diarization_der_on_real_call(speaker_turns, sample_audio):
     assert reference.diarization_error_rate(speaker_turns, rttm, collar=0.25, duration_s=duration) <= 0.20
 
 
+def test_diarization_cuts_each_segment_only_when_the_encoder_needs_it(sample_audio, speaker_turns):
+    """Every frame is heard in about four overlapping segmentation windows: holding each window's
+    segment audio at once took four times the call. Cut lazily, the traced peak stays near the call's
+    own size, and the turns are the same."""
+    import tracemalloc
+
+    call = np.tile(sample_audio, 4)
+    tracemalloc.start()
+    try:
+        turns = diarize.diarize(call, diarize.DiarizationConfig())
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 1.5 * call.nbytes, f"peak {peak / 1e6:.1f} MB for {call.nbytes / 1e6:.1f} MB of audio"
+    period = len(sample_audio) / SAMPLE_RATE
+    first = [(t.start, t.end) for t in turns if t.end <= period - 1.0]
+    assert first and len({t.speaker for t in turns}) == 2 and len(turns) >= 4 * len(first) - 4
+
+
 @pytest.mark.slow
 def test_diarization_auto_speaker_count(sample_audio):
     turns = diarize.diarize(sample_audio, dataclasses.replace(diarize.DiarizationConfig(), num_speakers=None))

@@ -440,3 +440,12 @@ def test_a_long_masked_copy_is_written_in_blocks_that_join_exactly(tmp_path):
     assert streamed.read_bytes() == target.read_bytes()
     with pytest.raises(ValueError, match=r"samples arrived for the \d+ the WAV header declares"):
         write_redacted_stream(iter([audio[:edge]]), audio.size, tmp_path / "short.wav", words)
+    assert not (tmp_path / "short.wav").exists()  # no half copy passes for the redacted recording
+
+    def failing_read():
+        yield audio[:edge]
+        raise OSError("blob read failed")
+
+    with pytest.raises(OSError, match="blob read failed"):
+        write_redacted_stream(failing_read(), audio.size, tmp_path / "failed.wav", words)
+    assert not (tmp_path / "failed.wav").exists()

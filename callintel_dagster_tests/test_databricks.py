@@ -260,6 +260,15 @@ def test_run_cancelled_in_the_workspace_fails_the_step():
     assert fake.cancelled == []
 
 
+def test_a_run_databricks_timed_out_itself_is_reported_as_the_timeout():
+    with FakeDatabricksServer(TOKEN) as fake:
+        fake.scripts.append(RunScript(result_state="TIMEDOUT", state_message="Run timed out after 30 s."))
+        result, logs = materialize(compute_for(fake.host, timeout_seconds=30))
+    assert not result.success
+    assert "Databricks run 1000 timed out after 30 s and was ended by Databricks" in failure_description(result)
+    assert fake.cancelled == []
+
+
 def test_timeout_cancels_the_run():
     with FakeDatabricksServer(TOKEN) as fake:
         fake.scripts.append(RunScript(result_state=None))
@@ -415,7 +424,8 @@ def test_a_run_past_its_timeout_is_cancelled_and_its_process_killed(workspace, t
     result, logs = materialize_stage(_stage_over(_hanging_call(tmp_path)), executed_compute(workspace.host, timeout_seconds=8))
 
     assert not result.success
-    assert "Databricks run 1000 timed out after 8 s and was cancelled" in failure_description(result)
+    # The client's deadline or the run spec's (the same 8 s, on the workspace's clock), whichever acts first.
+    assert "Databricks run 1000 timed out after 8 s and was " in failure_description(result)
     _wait_until_finished(workspace, 1000)
     run = workspace.runs[1000]
     assert "RUNNING" in run.states and run.life_cycle == "TERMINATED"

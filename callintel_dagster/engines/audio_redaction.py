@@ -25,7 +25,7 @@ from typing import Any, Literal
 import numpy as np
 
 from callintel_dagster.engines.audio import SAMPLE_RATE
-from callintel_dagster.engines.blob_files import open_url_for_write
+from callintel_dagster.engines.blob_files import open_url_for_write, remove_url
 from callintel_dagster.engines.redaction import phi_word_indices
 
 TONE_HZ = 1000.0
@@ -238,22 +238,28 @@ def write_redacted_stream(blocks: Iterable[np.ndarray], n_samples: int, dst: str
     _check_mode(mode)
     spans = redaction_spans(words, n_samples / SAMPLE_RATE, pad_s)
     written = 0
-    with open_url_for_write(str(dst)) as handle, wave.open(handle, "wb") as out:
-        out.setnchannels(1)
-        out.setsampwidth(2)
-        out.setframerate(SAMPLE_RATE)
-        # Declared up front, so the header is final and the stream never seeks back (blob uploads can't).
-        out.setnframes(n_samples)
-        for block in blocks:
-            block = block[: n_samples - written]
-            # A block at a time: converting a 2-hour call at once held four copies of it (float64 ones).
-            # `writeframesraw`: `writeframes` would patch the header after each block, seeking back.
-            for first in range(0, block.size, _PCM_BLOCK):
-                piece = _masked(block[first:first + _PCM_BLOCK].copy(), written + first, spans, mode, SAMPLE_RATE)
-                out.writeframesraw(_pcm16(piece))
-            written += block.size
-    if written != n_samples:
-        raise ValueError(f"{dst}: {written} samples arrived for the {n_samples} the WAV header declares")
+    try:
+        with open_url_for_write(str(dst)) as handle, wave.open(handle, "wb") as out:
+            out.setnchannels(1)
+            out.setsampwidth(2)
+            out.setframerate(SAMPLE_RATE)
+            # Declared up front, so the header is final and the stream never seeks back (blob uploads can't).
+            out.setnframes(n_samples)
+            for block in blocks:
+                block = block[: n_samples - written]
+                # A block at a time: converting a 2-hour call at once held four copies of it (float64 ones).
+                # `writeframesraw`: `writeframes` would patch the header after each block, seeking back.
+                for first in range(0, block.size, _PCM_BLOCK):
+                    piece = _masked(block[first:first + _PCM_BLOCK].copy(), written + first, spans, mode, SAMPLE_RATE)
+                    out.writeframesraw(_pcm16(piece))
+                written += block.size
+        if written != n_samples:
+            raise ValueError(f"{dst}: {written} samples arrived for the {n_samples} the WAV header declares")
+    except BaseException:
+        # A blob upload commits what it has on close: a half-written copy would pass for the call's
+        # redacted recording, so none is left (the call fails with the reason).
+        remove_url(str(dst))
+        raise
     return spans
 
 

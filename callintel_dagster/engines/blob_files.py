@@ -92,3 +92,10 @@ def open_url_for_write(url: str) -> BinaryIO:
     """`open_for_write` for a URL (credentials from the worker's environment)."""
     fs, path = filesystem_for(url)
     return open_for_write(fs, path)
+
+
+def remove_url(url: str) -> None:
+    """Delete the file at `url`, if there is one."""
+    fs, path = filesystem_for(url)
+    with contextlib.suppress(FileNotFoundError):
+        fs.rm(path)

@@ -47,6 +47,7 @@ import dataclasses
 import os
 import re
 import warnings
+from collections.abc import Iterable
 from pathlib import Path
 
 import numpy as np
@@ -235,21 +236,37 @@ def _encode_partials(encoder, mels: list[np.ndarray], batch_size: int = 64) -> n
     return np.concatenate(partials)
 
 
-def embed_utterances(encoder, wavs: list[np.ndarray], batch_size: int = 64) -> np.ndarray:
+def embed_utterances(encoder, wavs: Iterable[np.ndarray], batch_size: int = 64) -> np.ndarray:
     """Resemblyzer utterance embeddings of `wavs`, all partial windows batched through the LSTM.
 
     Same maths as `VoiceEncoder.embed_utterance` (mean of L2-normed 1.6 s partial embeddings,
     re-normed), but one batched forward pass instead of one per utterance: on a 2-core CPU the
-    per-call overhead of the 3-layer LSTM otherwise dominates diarization time.
+    per-call overhead of the 3-layer LSTM otherwise dominates diarization time. `wavs` may be a
+    generator: the mel windows are encoded as soon as a batch is full, so memory holds one batch and
+    one utterance, not every utterance's audio and mels (a 10-minute chunk's windows, each heard in
+    about four overlapping segmentation windows, held 0.4 GB).
     """
-    mels, owner = [], []
+    pending: list[np.ndarray] = []
+    owner: list[int] = []
+    partials: list[np.ndarray] = []
+
+    def encode(count: int) -> None:
+        partials.append(_encode_partials(encoder, pending[:count], batch_size))
+        del pending[:count]
+
+    n_utterances = 0
     for index, wav in enumerate(wavs):
         _, windows = _partial_mels(encoder, wav, _PARTIALS_PER_S)
-        mels.extend(windows)
+        pending.extend(windows)
         owner.extend([index] * len(windows))
-    partial_embeddings = _encode_partials(encoder, mels, batch_size)
-    owner = np.array(owner)
-    embeddings = np.stack([partial_embeddings[owner == i].mean(axis=0) for i in range(len(wavs))])
+        n_utterances = index + 1
+        while len(pending) >= batch_size:
+            encode(batch_size)
+    if pending:
+        encode(len(pending))
+    partial_embeddings = np.concatenate(partials)
+    owners = np.array(owner)
+    embeddings = np.stack([partial_embeddings[owners == i].mean(axis=0) for i in range(n_utterances)])
     return embeddings / np.linalg.norm(embeddings, axis=1, keepdims=True)
 
 
@@ -312,7 +329,7 @@ def _diarize_embedded(audio: np.ndarray, config: DiarizationConfig) -> list[Spea
     encoder = voice_encoder(config.device)
     min_embed_frames = config.min_embed_s * SAMPLE_RATE / _FRAME_STEP
 
-    keys, wavs, durations = [], [], []
+    keys, masks, durations = [], [], []
     for window, offset in enumerate(offsets):
         local = activity[window]
         alone = local * (local.sum(axis=1, keepdims=True) == 1)
@@ -320,12 +337,14 @@ def _diarize_embedded(audio: np.ndarray, config: DiarizationConfig) -> list[Spea
             if local[:, speaker].sum() < min_embed_frames:
                 continue
             mask = alone[:, speaker] if alone[:, speaker].sum() >= min_embed_frames else local[:, speaker]
-            wavs.append(_frames_to_audio(audio, offset, mask.astype(bool)))
+            masks.append((offset, mask.astype(bool)))
             keys.append((window, speaker))
             durations.append(mask.sum() * _FRAME_STEP / SAMPLE_RATE)
-    if not wavs:
+    if not keys:
         return []
-    labels = _cluster(embed_utterances(encoder, wavs), np.array(durations), config)
+    # Each segment's audio is cut only when the encoder reaches it (embed_utterances takes a generator).
+    segments = (_frames_to_audio(audio, offset, mask) for offset, mask in masks)
+    labels = _cluster(embed_utterances(encoder, segments), np.array(durations), config)
     labels = np.unique(labels, return_inverse=True)[1]
     n_clusters = int(labels.max()) + 1
 

@@ -184,6 +184,8 @@ def _client_class():
                     result = state.result_state.value if state.result_state else None
                     if result == "SUCCESS":
                         return
+                    if result == "TIMEDOUT":  # the run spec carries the same deadline; Databricks may act first
+                        raise self._failure(run_id, f"timed out after {self.timeout_seconds:g} s and was ended by Databricks")
                     raise self._failure(run_id, f"ended {life_cycle}/{result}: {state.state_message or ''}")
                 if time.monotonic() >= deadline:
                     context.log.warning(f"Databricks run {run_id} exceeded {self.timeout_seconds:g} s; cancelling it")
