@@ -249,11 +249,8 @@ def test_transcription_cache_key_follows_audio_and_settings(tmp_path):
     assert key != ce.transcription_key(audio, asr, dataclasses.replace(diarization, num_speakers=3))
 
 
-def test_cached_audio_evaluation_replays_roles_redaction_and_rules():
-    # Cached ASR words and speaker turns of one call; the caller speaks first (greeting lost).
-    lines = [("S0", "Hi, my bill says I owe 90 dollars for a visit my plan covers."),
-             ("S1", "I'm sorry to hear that. What's your member number?"), ("S0", "It's QZ 4 4 1 8 2 7."),
-             ("S1", "Thanks, you're verified. I've reversed the charge, you owe nothing."), ("S0", "Great, thanks!")]
+def _cached_words(lines: list[tuple[str, str]]) -> tuple[list[dict], list[dict], float]:
+    """A cached entry's words (0.3 s each) and speaker turns for (speaker, text) lines, and its length."""
     words, speakers, clock = [], [], 0.0
     for speaker, text in lines:
         start = clock
@@ -262,6 +259,15 @@ def test_cached_audio_evaluation_replays_roles_redaction_and_rules():
             clock += 0.3
         speakers.append({"start": start, "end": clock, "speaker": speaker})
         clock += 0.2
+    return words, speakers, clock
+
+
+def test_cached_audio_evaluation_replays_roles_redaction_and_rules():
+    # Cached ASR words and speaker turns of one call; the caller speaks first (greeting lost).
+    lines = [("S0", "Hi, my bill says I owe 90 dollars for a visit my plan covers."),
+             ("S1", "I'm sorry to hear that. What's your member number?"), ("S0", "It's QZ 4 4 1 8 2 7."),
+             ("S1", "Thanks, you're verified. I've reversed the charge, you owe nothing."), ("S0", "Great, thanks!")]
+    words, speakers, clock = _cached_words(lines)
     expected = {"billing_detected": True, "issue_resolved": True, "phi_before_verification": False,
                 "missing_recording_disclosure": True, "escalation_requested": False, "overall_sentiment": "positive"}
     truth = {"expected": expected, "phi": [{"kind": "MEMBER_ID", "text": "QZ 4 4 1 8 2 7"}],
@@ -289,14 +295,7 @@ def test_a_cached_call_is_replayed_in_the_language_it_was_heard_in():
     transcribed, and the replay reads it with that language's lexicon; older entries are English."""
     lines = [("S0", "Oficina de cobros, buenas tardes."),
              ("S1", "Me cobraron dos veces el mismo cargo en la factura de marzo.")]
-    words, speakers, clock = [], [], 0.0
-    for speaker, text in lines:
-        start = clock
-        for token in text.split():
-            words.append({"start": clock, "end": clock + 0.3, "text": token, "probability": 0.9})
-            clock += 0.3
-        speakers.append({"start": start, "end": clock, "speaker": speaker})
-        clock += 0.2
+    words, speakers, clock = _cached_words(lines)
     entry = {"duration_s": clock, "words": words, "speakers": speakers, "language": "es"}
     from callintel_dagster.engines.rules import assess_call_with_rules
 
