@@ -107,12 +107,13 @@ class TranscriptTask:
         if is_chunk_row(call):  # one chunk of a long call: words, speakers and voices only
             return ChunkTask(self.asr, self.diarization)(call)
         split_stereo = call.get("channel_layout") == SPLIT_STEREO
+        # A long call whose chunks ran as separate tasks (engines/chunking.py).
         chunks = json.loads(call["chunk_results"]) if call.get("chunk_results") else None
+        stitched = stitch_chunks(chunks) if chunks is not None else None
         enrolled = self.enrollment.enabled and bool(call.get("agent_id"))
-        if chunks is not None and float(call["duration_s"]) > self.enrollment.relabel_max_call_s:
-            # A long call whose chunks ran as separate tasks (engines/chunking.py), too long for the
-            # words to be heard again by voice: it is never decoded whole here (module docstring).
-            words, speakers, fell_back = stitch_chunks(chunks)
+        if stitched is not None and float(call["duration_s"]) > self.enrollment.relabel_max_call_s:
+            # Too long for the words to be heard again by voice: never decoded whole (module docstring).
+            words, speakers, fell_back = stitched
             language, language_probability = opening_language(chunks)
             audio = None
             sample = embedding_sample(speakers, self.enrollment) if enrolled else {}
@@ -133,8 +134,8 @@ class TranscriptTask:
                 roles, role_source = channel_roles(self.agent_channel), ROLE_FROM_CHANNEL_MAP
                 model_id = self.channel_model_id(language, fell_back)
             else:
-                if chunks is not None:
-                    words, speakers, fell_back = stitch_chunks(chunks)
+                if stitched is not None:
+                    words, speakers, fell_back = stitched
                 else:
                     words, fell_back = transcribe_with_fallback(audio, asr)
                     speakers = diarize(audio, self.diarization)
